@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up a Debian or Ubuntu machine for mydocker, then run a first container.
+#
+#   scripts/setup.sh            as root, or as a user who may use sudo
+#
+# One script for everyone: the README's quick start, the Vagrant VM's
+# provisioning and CI (.ci/run) all call it, so CI proves the classroom set-up.
+# It is safe to run again: every step skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MDBOOK_VERSION=0.5.4
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Debian packages"
+# busybox-static: a statically linked busybox, the source of the busybox image
+# iptables, iproute2: container networking (and a look at it from the host)
+# tmux: the tests drive interactive `run -ti` sessions through it
+# build-essential: the C linker that rustc needs; curl: to fetch rustup
+packages="busybox-static iptables iproute2 tmux build-essential curl ca-certificates"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+fi
+
+step "Rust toolchain"
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+if ! command -v cargo >/dev/null; then
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+        sh -s -- -y --profile minimal --component clippy,rustfmt
+    . "$HOME/.cargo/env"
+fi
+cargo --version
+
+step "mdBook $MDBOOK_VERSION (to read and check the book)"
+if [ "$(mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
+    cargo install mdbook --locked --version "$MDBOOK_VERSION"
+fi
+
+step "Build and install mydocker"
+cargo build --release --package mydocker
+$SUDO install -m 0755 target/release/mydocker /usr/local/bin/mydocker
+
+step "A first container"
+$SUDO /usr/local/bin/mydocker run sh -c 'echo "Hello from PID $$ in a new container"'

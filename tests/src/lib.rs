@@ -1,0 +1,269 @@
+//! Support for the black-box stage tests.
+//!
+//! The tests run a `mydocker` binary and look only at what a user can see:
+//! output, exit codes, files, `/proc`. By default that binary is the
+//! workspace's own build; `MYDOCKER_BIN=/path/to/mydocker` points the tests at
+//! any other, such as the one you wrote yourself, and `MYDOCKER_STAGE=N` says
+//! which stage it implements (`cargo xtask test --stage N --bin PATH` sets
+//! both).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one mydocker command may take before the test calls it hung.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The stage of the complete program in mydocker/.
+pub const LAST_STAGE: u32 = 1;
+
+/// Stage 3 made `run` take an image before the command.
+const FIRST_STAGE_WITH_IMAGES: u32 = 3;
+
+/// The image the tests run their commands in, once images exist.
+pub const IMAGE: &str = "busybox";
+
+/// One test's handle on the binary under test, with a state directory of its
+/// own. Dropping it checks that nothing of it is left mounted.
+pub struct Mydocker {
+    bin: PathBuf,
+    stage: u32,
+    root: tempfile::TempDir,
+}
+
+/// How a finished command ended, and what it printed.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The exit code; None when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Mydocker {
+    pub fn new() -> Mydocker {
+        require_root();
+        let bin = match std::env::var_os("MYDOCKER_BIN") {
+            Some(path) => PathBuf::from(path),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/mydocker"),
+        };
+        assert!(
+            bin.is_file(),
+            "no mydocker binary at {} (build it, or set MYDOCKER_BIN)",
+            bin.display()
+        );
+        let stage = match std::env::var("MYDOCKER_STAGE") {
+            Ok(stage) => stage
+                .parse()
+                .expect("MYDOCKER_STAGE must be a stage number"),
+            Err(_) => LAST_STAGE,
+        };
+        let root = tempfile::Builder::new()
+            .prefix("mydocker-test-")
+            .tempdir()
+            .expect("create a temporary state directory");
+        Mydocker { bin, stage, root }
+    }
+
+    /// The stage the binary under test implements.
+    pub fn stage(&self) -> u32 {
+        self.stage
+    }
+
+    /// This test's state directory (`MYDOCKER_ROOT`).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// `mydocker ARGS...` with this test's state directory, ready to run.
+    pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command.args(args.iter().map(AsRef::as_ref));
+        command.env("MYDOCKER_ROOT", self.root.path());
+        command.stdin(Stdio::null());
+        command
+    }
+
+    /// The arguments of `mydocker run OPTIONS [IMAGE] COMMAND...`: the image
+    /// only from the stage that introduced images on.
+    pub fn run_args(&self, options: &[&str], command: &[&str]) -> Vec<String> {
+        let mut args = vec!["run".to_string()];
+        args.extend(options.iter().map(|s| s.to_string()));
+        if self.stage >= FIRST_STAGE_WITH_IMAGES {
+            args.push(IMAGE.to_string());
+        }
+        args.extend(command.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Run `mydocker ARGS...` to the end.
+    pub fn exec<S: AsRef<str>>(&self, args: &[S]) -> Outcome {
+        finish(self.command(args))
+    }
+
+    /// Run a container to the end: `mydocker run OPTIONS [IMAGE] COMMAND...`.
+    pub fn run(&self, options: &[&str], command: &[&str]) -> Outcome {
+        self.exec(&self.run_args(options, command))
+    }
+
+    /// Run a shell script in a container.
+    pub fn sh(&self, options: &[&str], script: &str) -> Outcome {
+        self.run(options, &["sh", "-c", script])
+    }
+
+    /// Start a container and return at once, with its output piped.
+    pub fn spawn(&self, options: &[&str], command: &[&str]) -> Child {
+        self.command(&self.run_args(options, command))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mydocker")
+    }
+}
+
+impl Default for Mydocker {
+    fn default() -> Self {
+        Mydocker::new()
+    }
+}
+
+impl Drop for Mydocker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return; // the test failed already; do not hide why
+        }
+        let root = self.root.path().to_string_lossy().into_owned();
+        let left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(&root))
+            .map(String::from)
+            .collect();
+        assert!(
+            left.is_empty(),
+            "mounts left on the host:\n{}",
+            left.join("\n")
+        );
+    }
+}
+
+impl Outcome {
+    /// Assert that the command exited 0, and return its standard output.
+    pub fn success(&self) -> &str {
+        assert_eq!(self.code, Some(0), "expected success, got {self:#?}");
+        &self.stdout
+    }
+
+    /// Assert a failure: a non-zero exit code, one clear message on stderr.
+    pub fn failure(&self) -> &str {
+        assert!(
+            matches!(self.code, Some(code) if code != 0),
+            "expected a failure, got {self:#?}"
+        );
+        assert!(
+            !self.stderr.trim().is_empty(),
+            "a failure must say why: {self:#?}"
+        );
+        &self.stderr
+    }
+}
+
+/// Wait for a command with a time limit; kill it (by its PID) when hung.
+pub fn finish(mut command: Command) -> Outcome {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    wait_with_timeout(child, TIMEOUT)
+}
+
+/// Collect a started child's output and status, killing it after `timeout`.
+pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Outcome {
+    // Read both pipes on threads so a chatty child never blocks on a full pipe.
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            text
+        })
+    };
+    let stdout = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for mydocker") {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mydocker did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let outcome = Outcome {
+        code: status.code(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    // Whatever else a test checks: mydocker never panics at its users.
+    assert!(
+        !outcome.stderr.contains("panicked at") && !outcome.stderr.contains("RUST_BACKTRACE"),
+        "mydocker panicked: {outcome:#?}"
+    );
+    outcome
+}
+
+/// The stage tests create namespaces, mounts and cgroups: they need root. A
+/// test without it fails, loudly; it is never skipped.
+pub fn require_root() {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the stage tests need root: run them with `cargo xtask test` or `sudo -E cargo test`"
+    );
+}
+
+/// The host's mount table as this process sees it.
+pub fn host_mounts() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo")
+}
+
+/// The host PIDs of the children of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Poll `condition` for up to `timeout`; true as soon as it holds.
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}

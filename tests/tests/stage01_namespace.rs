@@ -1,0 +1,200 @@
+//! Stage 1: `mydocker run` puts the command in new UTS, PID, mount, IPC and
+//! network namespaces, with its arguments intact and its exit code reported.
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use mydocker_stage_tests::{children_of, eventually, host_mounts, wait_with_timeout, Mydocker};
+
+#[test]
+fn the_command_is_pid_1() {
+    let md = Mydocker::new();
+    let out = md.sh(&[], "echo $$; cat /proc/1/cmdline | tr '\\0' ' '");
+    let mut lines = out.success().lines();
+    assert_eq!(lines.next(), Some("1"), "the shell must be PID 1");
+    assert_eq!(
+        lines.next(),
+        Some("sh -c echo $$; cat /proc/1/cmdline | tr '\\0' ' ' ")
+    );
+}
+
+#[test]
+fn ps_sees_only_the_containers_processes() {
+    let md = Mydocker::new();
+    // `busybox ps` exists on the host (busybox-static) and in the image.
+    let out = md.sh(&[], "busybox ps -o pid,comm");
+    let stdout = out.success();
+    let processes: Vec<&str> = stdout.lines().skip(1).collect();
+    assert!(
+        processes.len() <= 3 && processes[0].split_whitespace().next() == Some("1"),
+        "expected only the shell (PID 1) and ps, got:\n{stdout}"
+    );
+    let test_pid = std::process::id().to_string();
+    for line in &processes {
+        assert_ne!(line.split_whitespace().next(), Some(test_pid.as_str()));
+    }
+}
+
+#[test]
+fn the_hostname_is_the_containers_own() {
+    let md = Mydocker::new();
+    let host_before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = md.sh(&[], "busybox hostname renamed-inside && busybox hostname");
+    assert_eq!(out.success(), "renamed-inside\n");
+    let host_after = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(host_before, host_after, "the host's hostname changed");
+}
+
+#[test]
+fn only_loopback_exists_in_the_network_namespace() {
+    let md = Mydocker::new();
+    // /proc/net/dev lists the interfaces of the reader's network namespace.
+    let out = md.sh(&[], "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
+    assert_eq!(out.success(), "lo\n");
+}
+
+#[test]
+fn every_namespace_differs_from_the_hosts() {
+    let md = Mydocker::new();
+    let kinds = ["uts", "pid", "mnt", "ipc", "net"];
+    let script: String = kinds
+        .iter()
+        .map(|k| format!("readlink /proc/self/ns/{k}; "))
+        .collect();
+    let out = md.sh(&[], &script);
+    let inside: Vec<&str> = out.success().lines().collect();
+    assert_eq!(inside.len(), kinds.len(), "{out:#?}");
+    for (kind, link) in kinds.iter().zip(inside) {
+        let host = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        assert_ne!(
+            host.to_string_lossy(),
+            link,
+            "the container shares the host's {kind} namespace"
+        );
+    }
+}
+
+#[test]
+fn the_exit_code_is_the_commands() {
+    let md = Mydocker::new();
+    assert_eq!(md.sh(&[], "exit 3").code, Some(3));
+    assert_eq!(md.sh(&[], "exit 0").code, Some(0));
+    assert_eq!(md.run(&[], &["false"]).code, Some(1));
+}
+
+#[test]
+fn a_killed_container_exits_128_plus_the_signal() {
+    let md = Mydocker::new();
+    let mut child = md.spawn(&[], &["sh", "-c", "echo ready; while :; do sleep 1; done"]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // The container's PID 1 is mydocker's child, as the host sees it. Only
+    // SIGKILL from outside can end a PID 1 that has no handler for a signal.
+    let pid = children_of(child.id());
+    assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
+    assert_eq!(unsafe { libc::kill(pid[0] as i32, libc::SIGKILL) }, 0);
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(out.code, Some(128 + 9), "{out:#?}");
+}
+
+#[test]
+fn signals_to_mydocker_reach_the_container() {
+    let md = Mydocker::new();
+    let script = "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done";
+    let mut child = md.spawn(&[], &["sh", "-c", script]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let mut rest = String::new();
+    stdout.read_line(&mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(out.code, Some(7), "{out:#?}");
+}
+
+#[test]
+fn arguments_arrive_intact() {
+    let md = Mydocker::new();
+    assert_eq!(md.sh(&[], "echo hi there").success(), "hi there\n");
+    // Empty arguments, spaces, quotes and words that look like mydocker's
+    // own flags all belong to the container's command.
+    let out = md.run(
+        &[],
+        &[
+            "printf", "[%s]", "a  b", "", "it's", "-i", "--tty", "-m", "1g",
+        ],
+    );
+    assert_eq!(out.success(), "[a  b][][it's][-i][--tty][-m][1g]");
+}
+
+#[test]
+fn stdin_is_attached_only_with_i() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let md = Mydocker::new();
+    for (options, expected) in [(&["-i"][..], "hello from the host\n"), (&[][..], "")] {
+        let mut child = md
+            .command(&md.run_args(options, &["cat"]))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Without -i the container may end before we write: ignore EPIPE.
+        let _ = stdin.write_all(b"hello from the host\n");
+        drop(stdin);
+        let out = wait_with_timeout(child, Duration::from_secs(60));
+        assert_eq!(out.success(), expected, "run {options:?} cat");
+    }
+}
+
+#[test]
+fn a_missing_command_fails_with_127_and_names_it() {
+    let md = Mydocker::new();
+    let out = md.run(&[], &["no-such-command-xyz", "arg"]);
+    assert_eq!(out.code, Some(127), "{out:#?}");
+    assert!(out.stderr.contains("no-such-command-xyz"), "{out:#?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {out:#?}");
+}
+
+#[test]
+fn run_without_a_command_is_a_usage_error() {
+    let md = Mydocker::new();
+    let args: Vec<String> = md.run_args(&[], &[]);
+    let out = md.exec(&args);
+    assert!(out.failure().to_lowercase().contains("usage"), "{out:#?}");
+}
+
+#[test]
+fn run_needs_root_and_says_so() {
+    use std::os::unix::process::CommandExt;
+    let md = Mydocker::new();
+    let mut command = md.command(&md.run_args(&[], &["true"]));
+    command.uid(65534).gid(65534); // nobody
+    let out = mydocker_stage_tests::finish(command);
+    let stderr = out.failure();
+    assert!(stderr.contains("root"), "{out:#?}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {out:#?}");
+}
+
+#[test]
+fn the_host_is_untouched_after_runs() {
+    let md = Mydocker::new();
+    let mounts_before = host_mounts();
+    md.sh(&[], "echo ok").success();
+    md.run(&[], &["no-such-command-xyz"]).failure();
+    md.sh(&[], "exit 5");
+    // The host's /proc is still the host's: /proc/self is this process.
+    let me = std::fs::read_link("/proc/self").unwrap();
+    assert_eq!(me.to_string_lossy(), std::process::id().to_string());
+    assert!(
+        eventually(Duration::from_secs(5), || host_mounts() == mounts_before),
+        "the host's mount table changed:\nbefore:\n{mounts_before}\nafter:\n{}",
+        host_mounts()
+    );
+}

@@ -1,0 +1,21 @@
+//! The list of stages: one chapter crate, one book chapter and one test file
+//! each. A stage is added here when its code lands.
+
+pub struct Stage {
+    pub number: u32,
+    /// Directory name under chapters/, e.g. "01-namespace".
+    pub slug: &'static str,
+}
+
+pub const STAGES: &[Stage] = &[Stage {
+    number: 1,
+    slug: "01-namespace",
+}];
+
+pub fn last() -> u32 {
+    STAGES.iter().map(|s| s.number).max().unwrap_or(0)
+}
+
+pub fn find(number: u32) -> Option<&'static Stage> {
+    STAGES.iter().find(|s| s.number == number)
+}
