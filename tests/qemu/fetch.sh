@@ -2,9 +2,9 @@
 # fetch.sh CACHE_DIR
 #
 # Downloads (without installing) what run-v2.sh needs to boot a pure cgroup v2
-# Linux guest: Debian 12's cloud kernel, QEMU for x86_64, SeaBIOS, a static
-# busybox, and whatever libraries QEMU needs that this machine lacks.
-# Everything is unpacked with `dpkg-deb -x` into CACHE_DIR/root.
+# Linux guest: Debian 12's cloud kernel, QEMU for x86_64, a static busybox,
+# and whatever libraries QEMU needs that this machine lacks. Everything is
+# unpacked with `dpkg-deb -x` into CACHE_DIR/root.
 #
 # Why not `apt-get install`? Installing qemu-system-x86 would pull in (and
 # replace) packages the machine already has, e.g. its newer qemu-utils.
@@ -22,12 +22,14 @@ mkdir -p "$1"
 CACHE=$(cd "$1" && pwd)
 ROOT=$CACHE/root   # the unpacked file tree
 DEBS=$CACHE/debs   # the downloaded .deb files
-LIBDIR=$ROOT/usr/lib/x86_64-linux-gnu
+# Debian 12 packages put libraries in both /lib and /usr/lib (a real system
+# merges them with symlinks; our unpacked tree does not).
+LIBPATH=$ROOT/lib/x86_64-linux-gnu:$ROOT/usr/lib/x86_64-linux-gnu
 QEMU=$ROOT/usr/bin/qemu-system-x86_64
 
 report() {
     echo "kernel: $(echo "$ROOT"/boot/vmlinuz-*)"
-    echo "qemu:   $QEMU (run it with LD_LIBRARY_PATH=$LIBDIR)"
+    echo "qemu:   $QEMU (run it with LD_LIBRARY_PATH=$LIBPATH)"
 }
 
 # Two test runs may start fetch.sh at the same time: let one do the work.
@@ -62,10 +64,11 @@ download_main() {
     local kpkg
     kpkg=$(kernel_package)
     [ -n "$kpkg" ] || return 1
-    # seabios: the PC firmware that QEMU boots first (not in qemu-system-data).
-    # busybox-static: the guest's userland, for machines without /bin/busybox.
+    # qemu-system-data has the firmware (run-v2.sh uses its qboot.rom, so
+    # SeaBIOS is not needed); busybox-static is the guest's userland, for
+    # machines without /bin/busybox.
     apt_download "$DEBS" "$kpkg" qemu-system-x86 qemu-system-common qemu-system-data \
-        seabios busybox-static
+        busybox-static
 }
 
 # A fresh machine has no package lists, and old lists may name versions the
@@ -88,8 +91,8 @@ done
 # libraries may need more libraries, hence the loop.
 # LD_LIBRARY_PATH makes ldd (and later QEMU) see the libraries we unpacked.
 missing_libs() {   # QEMU and its TCG accelerator, which Debian builds as a plugin
-    { LD_LIBRARY_PATH=$LIBDIR ldd "$QEMU" "$LIBDIR/qemu/accel-tcg-x86_64.so" || true; } |
-        awk '/not found/ { print $1 }' | sort -u
+    { LD_LIBRARY_PATH=$LIBPATH ldd "$QEMU" "$ROOT/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so" || true; } |
+        awk '/not found/ { print $1 }' | sort -u | paste -s -d ' '
 }
 not_installed_lib_deps() {   # library packages the given packages depend on, absent here
     apt-cache depends --important "$@" 2>/dev/null |
@@ -101,19 +104,19 @@ not_installed_lib_deps() {   # library packages the given packages depend on, ab
 }
 
 taken=(qemu-system-x86)   # packages whose dependencies we search
-while missing=$(missing_libs) && [ -n "$missing" ]; do
+while missing=$(missing_libs) && [ -n "$missing" ]; do   # e.g. "libfdt.so.1 libslirp.so.0"
     candidates=()
     for pkg in $(not_installed_lib_deps "${taken[@]}"); do
         case " ${taken[*]} " in *" $pkg "*) ;; *) candidates+=("$pkg") ;; esac
     done
-    [ ${#candidates[@]} -gt 0 ] || die "no package found for: $(echo $missing)"
+    [ ${#candidates[@]} -gt 0 ] || die "no package found for: $missing"
     rm -rf "$DEBS/candidates" && mkdir "$DEBS/candidates"
     apt_download "$DEBS/candidates" "${candidates[@]}"
     took=0
     for deb in "$DEBS"/candidates/*.deb; do
         # File names in the package, compared with each missing library.
-        if dpkg-deb -c "$deb" | awk -v libs=" $(echo $missing) " '
-                { n = split($6, p, "/"); if (index(libs, " " p[n] " ")) found = 1 }
+        if dpkg-deb -c "$deb" | awk -v libs=" $missing " '
+                { n = split($6, p, "/"); if (p[n] != "" && index(libs, " " p[n] " ")) found = 1 }
                 END { exit !found }'; then
             pkg=$(dpkg-deb -f "$deb" Package)
             echo "fetch.sh: QEMU needs $pkg, which is not installed here; unpacking it" >&2
@@ -124,9 +127,9 @@ while missing=$(missing_libs) && [ -n "$missing" ]; do
         fi
     done
     rm -rf "$DEBS/candidates"
-    [ $took = 1 ] || die "no candidate package contains: $(echo $missing)"
+    [ $took = 1 ] || die "no candidate package contains: $missing"
 done
 
-LD_LIBRARY_PATH=$LIBDIR "$QEMU" --version >&2 || die "the unpacked QEMU does not run"
+LD_LIBRARY_PATH=$LIBPATH "$QEMU" --version >&2 || die "the unpacked QEMU does not run"
 touch "$CACHE/.complete"
 report

@@ -26,7 +26,7 @@ die() { echo "run-v2.sh: $*" >&2; exit 125; }
 # COMMAND's exit status 1.
 trap 'die "unexpected error at line $LINENO"' ERR
 
-CACHE= TIMEOUT=600 MEM=1024
+CACHE='' TIMEOUT=600 MEM=1024
 BINS=() ENVS=() MODULES=(overlay veth bridge)
 while [ $# -gt 0 ]; do
     case $1 in
@@ -54,7 +54,7 @@ KERNEL=${KERNELS[0]}
 MODDIR=$ROOT/lib/modules/${KERNEL##*/vmlinuz-}
 QEMU=$ROOT/usr/bin/qemu-system-x86_64
 # The libraries fetch.sh had to add because this machine lacks them.
-export LD_LIBRARY_PATH=$ROOT/usr/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$ROOT/lib/x86_64-linux-gnu:$ROOT/usr/lib/x86_64-linux-gnu
 
 # The guest's userland is one static busybox: the host's if it has
 # busybox-static installed, else the one fetch.sh unpacked. (ldd fails on a
@@ -65,15 +65,15 @@ if ! [ -x "$BUSYBOX" ] || ldd "$BUSYBOX" >/dev/null 2>&1; then
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/run-v2.XXXXXX")
-QEMU_PID= SLEEP_PID=
-cleanup() {
+QEMU_PID='' SLEEP_PID=''
+cleanup() {   # run by the EXIT trap
     # Only processes this script started, by their PIDs.
     if [ -n "$QEMU_PID" ]; then kill -KILL "$QEMU_PID" 2>/dev/null || true; fi
     if [ -n "$SLEEP_PID" ]; then kill "$SLEEP_PID" 2>/dev/null || true; fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'exit 125' INT TERM
+trap 'die "interrupted"' INT TERM
 
 # --- The initramfs ----------------------------------------------------------
 IRD=$TMP/initramfs
@@ -84,13 +84,13 @@ mkdir -p "$IRD/usr" && ln -s ../bin "$IRD/usr/bin" && ln -s ../bin "$IRD/usr/sbi
 cp "$BUSYBOX" "$IRD/bin/busybox"
 # Relative links, so they stay valid in whatever root the guest ends up in.
 for applet in $("$BUSYBOX" --list); do
-    ln -sf busybox "$IRD/bin/$applet"
+    [ "$applet" = busybox ] || ln -s busybox "$IRD/bin/$applet"
 done
 
 # Copy a file to the same absolute path inside the initramfs.
 copy_same_path() { mkdir -p "$IRD$(dirname "$1")" && cp -L "$1" "$IRD$1"; }
 
-for bin in ${BINS[@]+"${BINS[@]}"}; do
+for bin in "${BINS[@]}"; do
     [ -f "$bin" ] || die "--bin $bin: no such file"
     name=$(basename "$bin")
     [ ! -e "$IRD/opt/bin/$name" ] || die "--bin $bin: a program named $name is already there"
@@ -117,7 +117,7 @@ find_module() {   # file names may spell '_' as '-'
 LOAD_ORDER=()
 add_module() {
     local name=$1 ko dep
-    case " ${LOAD_ORDER[*]-} " in *" $name "*) return ;; esac
+    case " ${LOAD_ORDER[*]} " in *" $name "*) return ;; esac
     ko=$(find_module "$name")
     [ -n "$ko" ] || die "kernel module $name not found in $MODDIR (built in? then drop --module $name)"
     for dep in $(tr '\0' '\n' <"$ko" | sed -n 's/^depends=//p' | tr ',' ' '); do
@@ -138,7 +138,7 @@ shell_quote() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
     for arg in "$@"; do printf ' '; shell_quote "$arg"; done
     printf '\n'
 } >"$IRD/etc/harness/args"
-for kv in ${ENVS[@]+"${ENVS[@]}"}; do
+for kv in "${ENVS[@]}"; do
     [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env $kv: expected NAME=VALUE"
     printf 'export '; shell_quote "$kv"; printf '\n'
 done >"$IRD/etc/harness/env"
@@ -160,7 +160,7 @@ mount -t proc proc /proc || fail "mount /proc"
 mount -t sysfs sysfs /sys || fail "mount /sys"
 mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
 mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts || fail "mount /dev/pts"
+mount -t devpts -o mode=0620,ptmxmode=0666 devpts /dev/pts || fail "mount /dev/pts"
 mount -t tmpfs tmpfs /dev/shm || fail "mount /dev/shm"
 for m in $(cat /modules/order); do
     insmod "/modules/$m.ko" || fail "insmod $m"
@@ -170,10 +170,10 @@ mount -t tmpfs -o mode=0755 tmpfs /newroot || fail "mount tmpfs"
 for f in /*; do
     case $f in /proc | /sys | /dev | /newroot | /modules | /init) ;; *) cp -a "$f" /newroot/ ;; esac
 done
-# Take the mounts along rather than leaving them hidden under the new root.
-for m in /dev /proc /sys; do
-    mkdir -p "/newroot$m" && mount --move "$m" "/newroot$m" || fail "move $m"
-done
+mkdir /newroot/proc /newroot/sys /newroot/dev
+# Detach these mounts (init2 mounts them afresh in the new root) rather than
+# leave them hidden under it. -l: the console may still be open.
+umount -l /dev/pts /dev/shm /dev /sys /proc
 # switch_root empties the initramfs, makes /newroot the root and execs init2.
 exec switch_root /newroot /init2
 EOF
@@ -184,9 +184,12 @@ cat >"$IRD/init2" <<'EOF'
 #!/bin/sh
 export PATH=/opt/bin:/bin
 fail() { echo "GUEST-SETUP-FAILED: $*"; poweroff -f; }
-mountpoint -q /proc || mount -t proc proc /proc || fail "mount /proc"
-mountpoint -q /sys || mount -t sysfs sysfs /sys || fail "mount /sys"
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+mount -t proc proc /proc || fail "mount /proc"
+mount -t sysfs sysfs /sys || fail "mount /sys"
+mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o mode=0620,ptmxmode=0666 devpts /dev/pts || fail "mount /dev/pts"
+mount -t tmpfs tmpfs /dev/shm || fail "mount /dev/shm"
 exec </dev/console >/dev/console 2>&1
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2"
 mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "mount /tmp"
@@ -196,9 +199,13 @@ ip link set lo up || fail "lo up"
 hostname guest
 . /etc/harness/env
 . /etc/harness/args
+# This busybox sh runs its own applets before searching PATH, so a --bin
+# program named like an applet (ip, unshare, ...) is called by full path.
+if [ -x "/opt/bin/$1" ]; then cmd=/opt/bin/$1; shift; set -- "$cmd" "$@"; fi
 cd /
 "$@" </dev/null
-echo "QEMU-EXIT-STATUS=$?"
+status=$?
+echo "QEMU-EXIT-STATUS=$status"
 sync
 poweroff -f
 EOF
@@ -210,11 +217,12 @@ chmod +x "$IRD/init" "$IRD/init2"
 # TCG: KVM is not available on the CI machines. -no-reboot and panic=-1 turn
 # a guest panic into a prompt QEMU exit. -nic none: the guest only needs lo
 # (and this way no network boot ROM is needed). -L: QEMU's own firmware
-# files and SeaBIOS, from the cache instead of /usr/share.
+# files, from the cache instead of /usr/share. -bios qboot.rom: a minimal
+# firmware that only boots -kernel, quicker and quieter than SeaBIOS.
 # QEMU writes the console to a FIFO that we copy to stdout and to a log.
 mkfifo "$TMP/console"
 "$QEMU" -accel tcg -m "$MEM" -smp 2 -nographic -no-reboot -nic none \
-    -L "$ROOT/usr/share/qemu" -L "$ROOT/usr/share/seabios" \
+    -L "$ROOT/usr/share/qemu" -bios qboot.rom -vga none \
     -kernel "$KERNEL" -initrd "$TMP/initrd.gz" \
     -append "console=ttyS0 cgroup_no_v1=all panic=-1 quiet" \
     </dev/null >"$TMP/console" 2>&1 &
@@ -228,7 +236,8 @@ SLEEP_PID=$!
 wait -n -p FINISHED "$QEMU_PID" "$SLEEP_PID" || true
 if [ "$FINISHED" = "$SLEEP_PID" ]; then
     SLEEP_PID=
-    kill -TERM "$QEMU_PID" 2>/dev/null || true
+    # SIGKILL: a hung guest gets no say, and QEMU leaves nothing to clean up.
+    kill -KILL "$QEMU_PID" 2>/dev/null || true
     wait "$QEMU_PID" || true
     QEMU_PID=
     wait   # for the console copy to finish
