@@ -198,3 +198,37 @@ fn the_host_is_untouched_after_runs() {
         host_mounts()
     );
 }
+
+/// On a systemd host `/` is a *shared* mount: a container that mounts before
+/// making its mounts private would mount on the host too. This host may not
+/// be like that, so the test builds such a world: a mount namespace of its
+/// own whose mounts are shared, and runs mydocker in there.
+#[test]
+fn mounts_never_propagate_out_even_from_shared_mounts() {
+    let md = Mydocker::new();
+    let run = md.run_args(&[], &["sh", "-c", "echo inside"]);
+    let script = format!(
+        "before=$(wc -l < /proc/self/mountinfo); \"$0\" {} >/dev/null; echo \"$before $(wc -l < /proc/self/mountinfo)\"",
+        run.iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "shared", "sh", "-c", &script])
+        .arg(std::env::var_os("MYDOCKER_BIN").unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/debug/mydocker")
+                .into_os_string()
+        }))
+        .env("MYDOCKER_ROOT", md.root())
+        .stdin(std::process::Stdio::null());
+    let out = mydocker_stage_tests::finish(command);
+    let counts: Vec<&str> = out.success().split_whitespace().collect();
+    assert_eq!(counts.len(), 2, "{out:#?}");
+    assert_eq!(
+        counts[0], counts[1],
+        "mounts made in the container appeared outside it: {out:#?}"
+    );
+}
