@@ -10,13 +10,13 @@ use nix::libc;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
+// ANCHOR: forward
 /// The container's PID as the host sees it; 0 until it is known.
 static CONTAINER: AtomicI32 = AtomicI32::new(0);
 
 /// The signals we forward.
 const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
-// ANCHOR: forward
 extern "C" fn forward(signal: libc::c_int) {
     // Only async-signal-safe calls here: an atomic load and kill(2).
     let pid = CONTAINER.load(Ordering::SeqCst);

@@ -232,3 +232,32 @@ fn mounts_never_propagate_out_even_from_shared_mounts() {
         "mounts made in the container appeared outside it: {out:#?}"
     );
 }
+
+#[test]
+fn the_command_starts_with_default_signals_and_no_stray_files() {
+    let md = Mydocker::new();
+    // `yes` dies quietly of SIGPIPE when `head` exits, unless SIGPIPE is
+    // ignored (Rust programs ignore it, and exec keeps that).
+    let out = md.sh(&[], "yes | head -n 1");
+    assert_eq!(out.success(), "y\n");
+    assert_eq!(out.stderr, "", "{out:#?}");
+    // A descriptor open in mydocker's caller must not reach the container.
+    let run: Vec<String> = md.run_args(&[], &["ls", "/proc/self/fd"]);
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("exec 7</dev/null; exec \"$@\"")
+        .arg("sh")
+        .arg(std::env::var_os("MYDOCKER_BIN").unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/debug/mydocker")
+                .into_os_string()
+        }))
+        .args(&run)
+        .env("MYDOCKER_ROOT", md.root())
+        .stdin(std::process::Stdio::null());
+    let out = mydocker_stage_tests::finish(command);
+    let fds: Vec<&str> = out.success().split_whitespace().collect();
+    // 0, 1, 2, and the directory ls itself is reading.
+    assert_eq!(fds, ["0", "1", "2", "3"], "{out:#?}");
+}

@@ -4,14 +4,15 @@
 //! system, and finally replaces itself with the user's command.
 
 use std::ffi::CString;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::FromRawFd;
 
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::mount::{mount, MsFlags};
+use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::execvp;
 
 use crate::config::ContainerConfig;
@@ -22,6 +23,7 @@ pub fn init() -> Result<i32> {
     let config = read_config()?;
     make_mounts_private()?;
     mount_proc()?;
+    hand_over()?;
     exec(&config.command)
 }
 // ANCHOR_END: init
@@ -71,6 +73,30 @@ fn mount_proc() -> Result<()> {
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>).context("mount(proc, /proc)")
 }
 // ANCHOR_END: proc
+
+// ANCHOR: hand_over
+/// Leave the command nothing of mydocker's: signal dispositions and open
+/// files survive execve(2).
+fn hand_over() -> Result<()> {
+    // Rust's runtime ignores SIGPIPE (it turns EPIPE into an error instead).
+    // An ignored signal stays ignored across exec: `yes | head -1` would
+    // print "Broken pipe" instead of ending quietly.
+    // SAFETY: restoring the default disposition installs no handler.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.context("signal(SIGPIPE)")?;
+    // Descriptors that mydocker inherited from whoever started it, beyond
+    // stdin, stdout and stderr, must not reach the container: mark them
+    // close-on-exec.
+    let open: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .context("read /proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|fd| *fd > 2) {
+        // The directory's own descriptor is already closed: ignore EBADF.
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+    Ok(())
+}
+// ANCHOR_END: hand_over
 
 // ANCHOR: exec
 /// Replace init with the user's command, looked up in $PATH like a shell

@@ -20,16 +20,20 @@ pub const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUTS // hostname and doma
     .union(CloneFlags::CLONE_NEWNS) // the mount table
     .union(CloneFlags::CLONE_NEWIPC) // System V IPC and POSIX message queues
     .union(CloneFlags::CLONE_NEWNET); // network devices, addresses, routes, ports
-                                      // ANCHOR_END: flags
 
+// ANCHOR_END: flags
+
+// ANCHOR: pipe_fd
 /// The file descriptor on which init finds its end of the pipe.
 pub const PIPE_FD: i32 = 3;
+// ANCHOR_END: pipe_fd
 
 /// Stack for the cloned child until it calls execv(2). It only runs a few
 /// system calls, so a small stack is plenty.
 const STACK_SIZE: usize = 256 * 1024;
 
 // ANCHOR: spawn
+// ANCHOR: spawn_prepare
 /// Clone a child into new namespaces and make it execute `mydocker init`.
 ///
 /// `pipe` becomes the child's file descriptor 3: init reads its orders there.
@@ -46,7 +50,9 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
     let pipe_fd = pipe.as_raw_fd();
     let stdin_fd = stdin.map(AsRawFd::as_raw_fd);
     let mut stack = vec![0u8; STACK_SIZE];
+    // ANCHOR_END: spawn_prepare
 
+    // ANCHOR: spawn_child
     let child = move || -> isize {
         // dup2 clears close-on-exec on the copy: fd 3 survives execv while
         // every other pipe end (opened with O_CLOEXEC) is closed. When the
@@ -65,9 +71,17 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
             }
         }
         let _ = execv(&exe, &argv);
-        125 // only reached when execv failed
+        // Only reached when execv failed. Write with write(2) directly: no
+        // allocation, no lock, between clone and exec.
+        let _ = nix::unistd::write(
+            std::io::stderr(),
+            b"mydocker: cannot re-execute /proc/self/exe\n",
+        );
+        125
     };
+    // ANCHOR_END: spawn_child
 
+    // ANCHOR: spawn_clone
     // SAFETY: the child runs on its own copy of our memory (no CLONE_VM), and
     // this process has a single thread, so no lock can be held by another.
     // SIGCHLD: the parent is told when the child ends, like after fork(2).
@@ -82,4 +96,5 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
     .context("clone(CLONE_NEWUTS|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWNET)")?;
     Ok(pid)
 }
+// ANCHOR_END: spawn_clone
 // ANCHOR_END: spawn
