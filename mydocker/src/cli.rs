@@ -13,14 +13,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+// ANCHOR: commands
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a command in a new container
     Run(RunArgs),
+    // @stage 2
+    /// Show how this host's cgroups are laid out
+    Info,
+    // @end
     /// The container's first process (started by `run`, not by you)
     #[command(hide = true)]
     Init,
 }
+// ANCHOR_END: commands
 
 // ANCHOR: run_args
 #[derive(Args)]
@@ -33,6 +39,31 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub tty: bool,
 
+    // @stage 2
+    // ANCHOR: limit_args
+    // The limits are parsed by limits.rs, not by clap, so that a bad value
+    // gets the same one-line error as every other mistake.
+    /// Memory limit: bytes, or a number with k, m or g (64m, 1g)
+    #[arg(short, long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// CPU time, in CPUs: 0.5 is half of one CPU (over each 100 ms)
+    #[arg(long, value_name = "NUMBER")]
+    pub cpus: Option<String>,
+
+    /// CPU weight relative to other containers (2 to 262144, default 1024)
+    #[arg(long, value_name = "N")]
+    pub cpu_shares: Option<String>,
+
+    /// The CPUs the container may run on, like 0-2,4
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+
+    /// How many processes the container may have at once
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<String>,
+    // ANCHOR_END: limit_args
+    // @end
     /// The command to run in the container, and its arguments
     // `trailing_var_arg`: everything from the first positional argument on
     // belongs to the container, even words that look like our flags, so

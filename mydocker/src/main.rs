@@ -3,9 +3,19 @@
 //! `main` only parses the command line and turns errors into one line on
 //! stderr and an exit code; every concept lives in a module of its own.
 
+// @stage 2
+mod cgroups;
+// @end
 mod cli;
 mod config;
+// @stage 2
+mod id;
+mod info;
+// @end
 mod init;
+// @stage 2
+mod limits;
+// @end
 mod namespace;
 mod run;
 mod signals;
@@ -13,10 +23,14 @@ mod signals;
 use clap::Parser;
 use cli::{Cli, Command};
 
+// ANCHOR: main
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        // @stage 2
+        Command::Info => info::info(),
+        // @end
         Command::Init => init::init(),
     };
     match result {
@@ -30,3 +44,4 @@ fn main() {
         }
     }
 }
+// ANCHOR_END: main

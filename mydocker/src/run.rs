@@ -9,11 +9,21 @@ use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
+// @stage 2
+use nix::sys::signal::{kill, Signal};
+// @end
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid, Uid};
 
+// @stage 2
+use crate::cgroups::{Cgroup, Layout, Plan};
+// @end
 use crate::cli::RunArgs;
 use crate::config::ContainerConfig;
+// @stage 2
+use crate::id;
+use crate::limits::{self, Limits};
+// @end
 use crate::{namespace, signals};
 
 // ANCHOR: run
@@ -24,6 +34,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if args.tty && args.interactive && !std::io::stdin().is_terminal() {
         bail!("-t needs a terminal on standard input: drop -t when you pipe into the container");
     }
+    // @stage 2
+    // ANCHOR: plan
+    // Check every limit and plan the cgroup while nothing exists yet: a bad
+    // option, or a controller the host lacks, leaves nothing behind.
+    let limits = Limits::from_args(&args, &limits::online_cpus()?)?;
+    let plan = Plan::new(&Layout::detect()?, &id::new_id(), &limits)?;
+    // ANCHOR_END: plan
+    // @end
     let config = ContainerConfig {
         command: args.command,
     };
@@ -46,9 +64,34 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     // Everything the parent must set up before the command starts goes
     // here: init is blocked reading the pipe until we close it.
+    // @stage 2
+    // ANCHOR: attach
+    // The child is in its cgroup, limits set, before it runs a single
+    // instruction of the user's command: no fork can escape, no byte of
+    // memory is allocated outside the limit.
+    let mut cgroup = match Cgroup::create(plan) {
+        Ok(cgroup) => cgroup,
+        Err(err) => return Err(abort(child, err)),
+    };
+    if let Err(err) = cgroup.add(child) {
+        // abort() runs first, then `cgroup` is dropped, which removes it:
+        // a cgroup can only be removed once no process is left in it.
+        return Err(abort(child, err));
+    }
+    // ANCHOR_END: attach
+    // @end
     let sent = send_config(pipe_write, &config);
 
     let code = wait_for(child)?;
+    // @stage 2
+    // ANCHOR: cleanup
+    // The container has ended (however: exit, signal, OOM kill): its
+    // cgroup goes too. Failing to remove it does not change the exit code.
+    if let Err(err) = cgroup.remove() {
+        eprintln!("mydocker: warning: {err:#}");
+    }
+    // ANCHOR_END: cleanup
+    // @end
     sent?;
     Ok(code)
 }
@@ -64,6 +107,18 @@ fn send_config(pipe: OwnedFd, config: &ContainerConfig) -> Result<()> {
 }
 // ANCHOR_END: send_config
 
+// @stage 2
+// ANCHOR: abort
+/// Stop a container that could not be set up: kill its init, which is still
+/// waiting for its orders, and reap it. Returns the error that stopped it.
+fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
+    let _ = kill(child, Signal::SIGKILL);
+    let _ = waitpid(child, None);
+    err
+}
+// ANCHOR_END: abort
+
+// @end
 // ANCHOR: wait
 /// Wait until the container's first process ends and turn how it ended into
 /// an exit code, the shell's way: its own code, or 128 + the signal number.

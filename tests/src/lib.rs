@@ -7,16 +7,18 @@
 //! which stage it implements (`cargo xtask test --stage N --bin PATH` sets
 //! both).
 
-use std::io::Read;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// How long one mydocker command may take before the test calls it hung.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
-pub const LAST_STAGE: u32 = 1;
+pub const LAST_STAGE: u32 = 2;
 
 /// Stage 3 made `run` take an image before the command.
 const FIRST_STAGE_WITH_IMAGES: u32 = 3;
@@ -110,6 +112,45 @@ impl Mydocker {
     /// Run a shell script in a container.
     pub fn sh(&self, options: &[&str], script: &str) -> Outcome {
         self.run(options, &["sh", "-c", script])
+    }
+
+    /// Start `sh -c SCRIPT` in a container with `-i` and return once it
+    /// runs, knowing its cgroups. The script may `read x` to wait until the
+    /// test calls [`Running::finish`], which closes its standard input.
+    pub fn start(&self, options: &[&str], script: &str) -> Running {
+        let mut options = options.to_vec();
+        options.insert(0, "-i");
+        let script = format!("cat /proc/self/cgroup; echo ready; {script}");
+        let mut child = self
+            .command(&self.run_args(&options, &["sh", "-c", &script]))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mydocker");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut cgroups = String::new();
+        loop {
+            let mut line = String::new();
+            let read = stdout
+                .read_line(&mut line)
+                .expect("read the container's output");
+            if read == 0 {
+                let out = wait_with_timeout(child, TIMEOUT);
+                panic!("the container ended before it was ready: {cgroups}{out:#?}");
+            }
+            if line == "ready\n" {
+                break;
+            }
+            cgroups.push_str(&line);
+        }
+        Running {
+            child,
+            stdin,
+            stdout,
+            cgroups,
+        }
     }
 
     /// Start a container and return at once, with its output piped.
@@ -266,4 +307,176 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(20));
     }
     condition()
+}
+
+/// A container started by [`Mydocker::start`], still running.
+pub struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    /// What the container read in /proc/self/cgroup.
+    pub cgroups: String,
+}
+
+impl Running {
+    /// The PID of mydocker itself.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The host's directory of the container's cgroup for `controller`.
+    pub fn cgroup_dir(&self, controller: &str) -> PathBuf {
+        cgroup_dir(&self.cgroups, controller)
+    }
+
+    /// Close the container's standard input and wait for it to end.
+    pub fn finish(mut self) -> Outcome {
+        drop(self.stdin.take());
+        let early = String::from_utf8_lossy(self.stdout.buffer()).into_owned();
+        self.child.stdout = Some(self.stdout.into_inner());
+        let mut out = wait_with_timeout(self.child, TIMEOUT);
+        out.stdout.insert_str(0, &early);
+        out
+    }
+}
+
+/// How the host's cgroups are laid out, found the way mydocker must find
+/// it: from the mount table. A hybrid host counts as v1.
+#[derive(Debug)]
+pub enum CgroupLayout {
+    /// Each hierarchy's controllers and mount point.
+    V1(Vec<(Vec<String>, PathBuf)>),
+    /// Where the unified hierarchy is mounted.
+    V2(PathBuf),
+}
+
+pub fn cgroup_layout() -> CgroupLayout {
+    let mut v1 = Vec::new();
+    let mut v2 = None;
+    for line in host_mounts().lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount = PathBuf::from(left.split(' ').nth(4).unwrap_or_default());
+        let fields: Vec<&str> = right.split(' ').collect();
+        match fields.first() {
+            Some(&"cgroup2") if v2.is_none() => v2 = Some(mount),
+            Some(&"cgroup") => {
+                let controllers: Vec<String> = fields
+                    .get(2)
+                    .unwrap_or(&"")
+                    .split(',')
+                    .filter(|o| {
+                        !o.contains('=')
+                            && !["rw", "ro", "xattr", "noprefix", "clone_children"].contains(o)
+                    })
+                    .map(String::from)
+                    .collect();
+                if !controllers.is_empty() {
+                    v1.push((controllers, mount));
+                }
+            }
+            _ => {}
+        }
+    }
+    match v2 {
+        Some(root) if v1.is_empty() => CgroupLayout::V2(root),
+        _ => CgroupLayout::V1(v1),
+    }
+}
+
+/// The host directory of a process's cgroup for `controller`, from the
+/// text of that process's /proc/PID/cgroup (`ID:CONTROLLERS:PATH` lines;
+/// v2 has one line, `0::PATH`).
+pub fn cgroup_dir(proc_cgroup: &str, controller: &str) -> PathBuf {
+    let path_for = |wanted: &dyn Fn(&str) -> bool| {
+        proc_cgroup
+            .lines()
+            .filter_map(|line| line.split_once(':')?.1.split_once(':'))
+            .find(|(controllers, _)| wanted(controllers))
+            .map(|(_, path)| path.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| panic!("no {controller} cgroup in:\n{proc_cgroup}"))
+    };
+    match cgroup_layout() {
+        CgroupLayout::V2(root) => root.join(path_for(&|c| c.is_empty())),
+        CgroupLayout::V1(hierarchies) => {
+            let (_, mount) = hierarchies
+                .iter()
+                .find(|(cs, _)| cs.iter().any(|c| c == controller))
+                .unwrap_or_else(|| panic!("no {controller} hierarchy on this host"));
+            mount.join(path_for(&|cs| cs.split(',').any(|c| c == controller)))
+        }
+    }
+}
+
+/// The mount point of every hierarchy, where mydocker makes its
+/// `mydocker` parent.
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    match cgroup_layout() {
+        CgroupLayout::V1(hierarchies) => hierarchies.into_iter().map(|(_, m)| m).collect(),
+        CgroupLayout::V2(root) => vec![root],
+    }
+}
+
+/// Every container cgroup on the host now: the directories below each
+/// hierarchy's `mydocker` parent.
+pub fn container_cgroups() -> BTreeSet<PathBuf> {
+    let mut found = BTreeSet::new();
+    for root in cgroup_roots() {
+        if let Ok(entries) = std::fs::read_dir(root.join("mydocker")) {
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    found.insert(entry.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Assert that no container cgroup appeared since `before` was taken and
+/// stayed. Someone else may run containers on this machine: a cgroup with
+/// processes in it is theirs, and one that is there only for a moment
+/// (between mkdir and its process joining, or exit and rmdir) too.
+pub fn assert_no_cgroup_left(before: &BTreeSet<PathBuf>, what: &str) {
+    let left = || -> Vec<PathBuf> {
+        container_cgroups()
+            .into_iter()
+            .filter(|dir| !before.contains(dir))
+            .filter(|dir| {
+                std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .map(|procs| procs.trim().is_empty())
+                    .unwrap_or(false)
+            })
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || left().is_empty()),
+        "{what} left cgroups behind: {:?}",
+        left()
+    );
+}
+
+/// Tests that start containers hold this shared; a test that checks that
+/// no cgroup was left behind holds it alone, so no other test's container
+/// comes or goes while it looks.
+static CGROUPS: RwLock<()> = RwLock::new(());
+
+pub fn cgroups_shared() -> RwLockReadGuard<'static, ()> {
+    CGROUPS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn cgroups_exclusive() -> RwLockWriteGuard<'static, ()> {
+    CGROUPS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The numbers of the CPUs that are online, from a list like `0-3,6`.
+pub fn online_cpus() -> Vec<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("read online CPUs");
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap());
+    }
+    cpus
 }

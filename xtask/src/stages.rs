@@ -7,10 +7,16 @@ pub struct Stage {
     pub slug: &'static str,
 }
 
-pub const STAGES: &[Stage] = &[Stage {
-    number: 1,
-    slug: "01-namespace",
-}];
+pub const STAGES: &[Stage] = &[
+    Stage {
+        number: 1,
+        slug: "01-namespace",
+    },
+    Stage {
+        number: 2,
+        slug: "02-cgroups",
+    },
+];
 
 pub fn last() -> u32 {
     STAGES.iter().map(|s| s.number).max().unwrap_or(0)

@@ -13,6 +13,7 @@ pub struct Cli {
     pub command: Command,
 }
 
+// ANCHOR: commands
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a command in a new container
@@ -21,6 +22,7 @@ pub enum Command {
     #[command(hide = true)]
     Init,
 }
+// ANCHOR_END: commands
 
 // ANCHOR: run_args
 #[derive(Args)]

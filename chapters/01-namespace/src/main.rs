@@ -13,6 +13,7 @@ mod signals;
 use clap::Parser;
 use cli::{Cli, Command};
 
+// ANCHOR: main
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -30,3 +31,4 @@ fn main() {
         }
     }
 }
+// ANCHOR_END: main
