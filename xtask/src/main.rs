@@ -2,11 +2,13 @@
 //!
 //! - `split [--check]`: write (or check) the chapters/ crates from mydocker/
 //! - `book`: build the book and check that every listing resolves
-//! - `test`: everything CI runs (see `test.rs`)
+//! - `test`: everything CI runs (see `test.rs`), including the stage tests
+//!   on a cgroup v2 kernel under QEMU when this host has cgroup v1 (`qemu.rs`)
 //! - `test --stage N [--bin PATH]`: the end-to-end tests of stages 1..=N
 //!   against one binary, e.g. your own
 
 mod book;
+mod qemu;
 mod split;
 mod stages;
 mod test;

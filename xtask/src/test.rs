@@ -6,6 +6,8 @@
 //! 4. every chapter crate builds (warnings are errors)
 //! 5. the end-to-end tests of stages 1..=N against chapter N's binary, for
 //!    every stage N, then all of them against the complete mydocker/
+//! 6. on a host with cgroup v1, the tests of the cgroup stages once more, on
+//!    a cgroup v2 kernel booted under QEMU (see `qemu.rs`)
 //!
 //! `cargo xtask test --stage N [--bin PATH]` runs only step 5, for one
 //! binary: stage N's own, or yours.
@@ -92,6 +94,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         end_to_end(root, *stage, bin)?;
     }
     end_to_end(root, stages::last(), &root.join("target/debug/mydocker"))?;
+    crate::qemu::v2_tests(root)?;
     println!("xtask: every check passed");
     Ok(())
 }
@@ -188,7 +191,7 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // /proc/self belongs to the effective user of the process reading it.
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self")
