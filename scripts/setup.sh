@@ -26,8 +26,22 @@ for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+    # A freshly booted VM (the classroom's) often runs its automatic apt
+    # update just then: wait for apt's locks instead of failing.
+    for try in $(seq 30); do
+        if out=$($SUDO apt-get update -qq 2>&1); then
+            [ -z "$out" ] || printf '%s\n' "$out"
+            break
+        fi
+        if [ "$try" -eq 30 ] || ! grep -q "Could not get lock" <<<"$out"; then
+            printf '%s\n' "$out" >&2
+            exit 1
+        fi
+        echo "apt is busy (automatic updates?): waiting for it"
+        sleep 10
+    done
+    $SUDO env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq -o DPkg::Lock::Timeout=600 $missing
 fi
 
 step "Rust toolchain"
