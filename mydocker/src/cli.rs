@@ -1,5 +1,9 @@
 //! The command line, declared with clap's derive API.
 
+// @stage 3
+use std::path::PathBuf;
+
+// @end
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -9,6 +13,12 @@ use clap::{Args, Parser, Subcommand};
     about = "A small container runtime, written stage by stage"
 )]
 pub struct Cli {
+    // @stage 3
+    /// Where mydocker keeps its images and containers [default: /var/lib/mydocker]
+    #[arg(long, global = true, env = "MYDOCKER_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    // @end
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,27 +52,33 @@ pub struct RunArgs {
     // @stage 2
     // ANCHOR: limit_args
     // The limits are parsed by limits.rs, not by clap, so that a bad value
-    // gets the same one-line error as every other mistake.
+    // gets the same one-line error as every other mistake (and so clap must
+    // hand over values like "-5" instead of taking them for flags).
     /// Memory limit: bytes, or a number with k, m or g (64m, 1g)
-    #[arg(short, long, value_name = "SIZE")]
+    #[arg(short, long, value_name = "SIZE", allow_hyphen_values = true)]
     pub memory: Option<String>,
 
     /// CPU time, in CPUs: 0.5 is half of one CPU (over each 100 ms)
-    #[arg(long, value_name = "NUMBER")]
+    #[arg(long, value_name = "NUMBER", allow_hyphen_values = true)]
     pub cpus: Option<String>,
 
     /// CPU weight relative to other containers (2 to 262144, default 1024)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub cpu_shares: Option<String>,
 
     /// The CPUs the container may run on, like 0-2,4
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub cpuset_cpus: Option<String>,
 
     /// How many processes the container may have at once
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<String>,
     // ANCHOR_END: limit_args
+    // @end
+    // @stage 3
+    /// The image to run (busybox is built in)
+    pub image: String,
+
     // @end
     /// The command to run in the container, and its arguments
     // `trailing_var_arg`: everything from the first positional argument on

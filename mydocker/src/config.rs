@@ -1,5 +1,9 @@
 //! What the parent tells the container's init, through the pipe.
 
+// @stage 3
+use std::path::PathBuf;
+
+// @end
 use serde::{Deserialize, Serialize};
 
 // ANCHOR: config
@@ -9,5 +13,13 @@ use serde::{Deserialize, Serialize};
 pub struct ContainerConfig {
     /// The command and its arguments, exactly as the user typed them.
     pub command: Vec<String>,
+    // @stage 3
+    /// The unpacked image, on the host: init pivots into it.
+    pub rootfs: PathBuf,
+    /// The container's hostname: its short ID, like Docker's.
+    pub hostname: String,
+    /// The command's environment, `KEY=value`: the host's stays outside.
+    pub env: Vec<String>,
+    // @end
 }
 // ANCHOR_END: config

@@ -11,6 +11,13 @@ pub fn new_id() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 // ANCHOR_END: new_id
+// @stage 3
+
+/// The short form, as `docker ps` shows it: the first 12 digits.
+pub fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+// @end
 
 #[cfg(test)]
 mod tests {

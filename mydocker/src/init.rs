@@ -7,22 +7,43 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::FromRawFd;
+// @stage 3
+use std::path::Path;
+// @end
 
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::unistd::execvp;
+// @before 3
+// use nix::unistd::execvp;
+// @end
+// @stage 3
+use nix::unistd::{execvp, sethostname};
+// @end
 
 use crate::config::ContainerConfig;
 use crate::namespace::PIPE_FD;
+// @stage 3
+use crate::rootfs;
+// @end
 
 // ANCHOR: init
 pub fn init() -> Result<i32> {
     let config = read_config()?;
     make_mounts_private()?;
+    // @stage 3
+    rootfs::pivot_into(&config.rootfs)?;
+    rootfs::mkdir(Path::new("/proc"))?;
+    // @end
     mount_proc()?;
+    // @stage 3
+    rootfs::mount_dev()?;
+    rootfs::mount_sys()?;
+    sethostname(&config.hostname).context("sethostname")?;
+    set_environment(&config.env);
+    // @end
     hand_over()?;
     exec(&config.command)
 }
@@ -98,6 +119,23 @@ fn hand_over() -> Result<()> {
 }
 // ANCHOR_END: hand_over
 
+// @stage 3
+// ANCHOR: environment
+/// Replace the environment inherited from the host with the container's.
+/// (execvp searches the PATH of *this* environment, so set it first.)
+fn set_environment(env: &[String]) {
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
+    for pair in env {
+        if let Some((key, value)) = pair.split_once('=') {
+            std::env::set_var(key, value);
+        }
+    }
+}
+// ANCHOR_END: environment
+
+// @end
 // ANCHOR: exec
 /// Replace init with the user's command, looked up in $PATH like a shell
 /// does. On success this never returns: the command *is* PID 1 now.

@@ -206,7 +206,15 @@ mod tests {
     use clap::Parser;
 
     fn limits(options: &[&str]) -> Result<Limits> {
-        let argv = ["mydocker", "run"].iter().chain(options).chain(&["true"]);
+        // @before 3
+        // let argv = ["mydocker", "run"].iter().chain(options).chain(&["true"]);
+        // @end
+        // @stage 3
+        let argv = ["mydocker", "run"]
+            .iter()
+            .chain(options)
+            .chain(&["busybox", "true"]);
+        // @end
         let Command::Run(args) = Cli::try_parse_from(argv)?.command else {
             panic!("not a run command");
         };

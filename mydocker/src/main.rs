@@ -3,13 +3,24 @@
 //! `main` only parses the command line and turns errors into one line on
 //! stderr and an exit code; every concept lives in a module of its own.
 
+// @stage 3
+mod busybox;
+// @end
 // @stage 2
 mod cgroups;
 // @end
 mod cli;
 mod config;
+// @stage 3
+mod container;
+// @end
 // @stage 2
 mod id;
+// @end
+// @stage 3
+mod image;
+// @end
+// @stage 2
 mod info;
 // @end
 mod init;
@@ -17,6 +28,10 @@ mod init;
 mod limits;
 // @end
 mod namespace;
+// @stage 3
+mod paths;
+mod rootfs;
+// @end
 mod run;
 mod signals;
 
@@ -27,7 +42,12 @@ use cli::{Cli, Command};
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        // @before 3
+        // Command::Run(args) => run::run(args),
+        // @end
+        // @stage 3
+        Command::Run(args) => run::run(args, &paths::Paths::new(cli.root)),
+        // @end
         // @stage 2
         Command::Info => info::info(),
         // @end

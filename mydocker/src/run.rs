@@ -20,14 +20,25 @@ use crate::cgroups::{Cgroup, Layout, Plan};
 // @end
 use crate::cli::RunArgs;
 use crate::config::ContainerConfig;
+// @stage 3
+use crate::container::Container;
+// @end
 // @stage 2
 use crate::id;
 use crate::limits::{self, Limits};
 // @end
+// @stage 3
+use crate::paths::Paths;
+// @end
 use crate::{namespace, signals};
 
 // ANCHOR: run
-pub fn run(args: RunArgs) -> Result<i32> {
+// @before 3
+// pub fn run(args: RunArgs) -> Result<i32> {
+// @end
+// @stage 3
+pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
+    // @end
     if !Uid::effective().is_root() {
         bail!("run needs root to create namespaces: try `sudo mydocker run ...`");
     }
@@ -39,11 +50,24 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // Check every limit and plan the cgroup while nothing exists yet: a bad
     // option, or a controller the host lacks, leaves nothing behind.
     let limits = Limits::from_args(&args, &limits::online_cpus()?)?;
-    let plan = Plan::new(&Layout::detect()?, &id::new_id(), &limits)?;
+    let id = id::new_id();
+    let plan = Plan::new(&Layout::detect()?, &id, &limits)?;
     // ANCHOR_END: plan
+    // @end
+    // @stage 3
+    // ANCHOR: container
+    // The image, unpacked for this container; dropping `container` when
+    // run() returns, whichever way, removes it again.
+    let container = Container::create(paths, &id, &args.image)?;
+    // ANCHOR_END: container
     // @end
     let config = ContainerConfig {
         command: args.command,
+        // @stage 3
+        rootfs: container.rootfs(),
+        hostname: container.short_id().to_string(),
+        env: environment(container.short_id(), args.tty),
+        // @end
     };
 
     // O_CLOEXEC: no process that we start keeps a copy of these ends by
@@ -97,6 +121,24 @@ pub fn run(args: RunArgs) -> Result<i32> {
 }
 // ANCHOR_END: run
 
+// @stage 3
+// ANCHOR: environment
+/// A clean environment for the command, as Docker gives it: the host's
+/// variables (its PATH, HOME, SSH_AUTH_SOCK...) are none of its business.
+fn environment(hostname: &str, tty: bool) -> Vec<String> {
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        format!("HOSTNAME={hostname}"),
+        "HOME=/root".to_string(),
+    ];
+    if tty {
+        env.push("TERM=xterm".to_string());
+    }
+    env
+}
+// ANCHOR_END: environment
+
+// @end
 // ANCHOR: send_config
 /// Write the configuration as JSON and close the pipe, which releases init.
 fn send_config(pipe: OwnedFd, config: &ContainerConfig) -> Result<()> {

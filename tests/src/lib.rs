@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
-pub const LAST_STAGE: u32 = 2;
+pub const LAST_STAGE: u32 = 3;
 
 /// Stage 3 made `run` take an image before the command.
 const FIRST_STAGE_WITH_IMAGES: u32 = 3;
@@ -76,6 +76,28 @@ impl Mydocker {
     /// This test's state directory (`MYDOCKER_ROOT`).
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+
+    /// The image store: `$MYDOCKER_ROOT/images/NAME.tar` (stage 3 on).
+    pub fn images(&self) -> PathBuf {
+        self.root.path().join("images")
+    }
+
+    /// Put a tarball into the image store as image `name`.
+    pub fn add_image(&self, name: &str, tarball: &[u8]) {
+        std::fs::create_dir_all(self.images()).expect("create the image store");
+        std::fs::write(self.images().join(format!("{name}.tar")), tarball).expect("write an image");
+    }
+
+    /// The containers' directories (`$MYDOCKER_ROOT/containers`) still there.
+    pub fn containers_left(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.path().join("containers"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `mydocker ARGS...` with this test's state directory, ready to run.

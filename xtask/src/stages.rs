@@ -16,6 +16,10 @@ pub const STAGES: &[Stage] = &[
         number: 2,
         slug: "02-cgroups",
     },
+    Stage {
+        number: 3,
+        slug: "03-rootfs",
+    },
 ];
 
 pub fn last() -> u32 {

@@ -39,25 +39,26 @@ pub struct RunArgs {
 
     // ANCHOR: limit_args
     // The limits are parsed by limits.rs, not by clap, so that a bad value
-    // gets the same one-line error as every other mistake.
+    // gets the same one-line error as every other mistake (and so clap must
+    // hand over values like "-5" instead of taking them for flags).
     /// Memory limit: bytes, or a number with k, m or g (64m, 1g)
-    #[arg(short, long, value_name = "SIZE")]
+    #[arg(short, long, value_name = "SIZE", allow_hyphen_values = true)]
     pub memory: Option<String>,
 
     /// CPU time, in CPUs: 0.5 is half of one CPU (over each 100 ms)
-    #[arg(long, value_name = "NUMBER")]
+    #[arg(long, value_name = "NUMBER", allow_hyphen_values = true)]
     pub cpus: Option<String>,
 
     /// CPU weight relative to other containers (2 to 262144, default 1024)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub cpu_shares: Option<String>,
 
     /// The CPUs the container may run on, like 0-2,4
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub cpuset_cpus: Option<String>,
 
     /// How many processes the container may have at once
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<String>,
     // ANCHOR_END: limit_args
     /// The command to run in the container, and its arguments

@@ -32,7 +32,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // Check every limit and plan the cgroup while nothing exists yet: a bad
     // option, or a controller the host lacks, leaves nothing behind.
     let limits = Limits::from_args(&args, &limits::online_cpus()?)?;
-    let plan = Plan::new(&Layout::detect()?, &id::new_id(), &limits)?;
+    let id = id::new_id();
+    let plan = Plan::new(&Layout::detect()?, &id, &limits)?;
     // ANCHOR_END: plan
     let config = ContainerConfig {
         command: args.command,

@@ -1,0 +1,44 @@
+//! mydocker: a small container runtime, written stage by stage.
+//!
+//! `main` only parses the command line and turns errors into one line on
+//! stderr and an exit code; every concept lives in a module of its own.
+
+mod busybox;
+mod cgroups;
+mod cli;
+mod config;
+mod container;
+mod id;
+mod image;
+mod info;
+mod init;
+mod limits;
+mod namespace;
+mod paths;
+mod rootfs;
+mod run;
+mod signals;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+// ANCHOR: main
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args, &paths::Paths::new(cli.root)),
+        Command::Info => info::info(),
+        Command::Init => init::init(),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            // `{:#}` prints the whole chain of context on one line:
+            // "mydocker: mount(proc, /proc): EPERM: Operation not permitted".
+            eprintln!("mydocker: {err:#}");
+            // 125, like Docker: the error is mydocker's own, not the command's.
+            std::process::exit(125);
+        }
+    }
+}
+// ANCHOR_END: main

@@ -1,0 +1,50 @@
+//! Passing the signals that mydocker receives on to the container.
+//!
+//! `kill <mydocker>` or closing the terminal should reach the container's
+//! process, the way `docker run` forwards signals.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::{Context, Result};
+use nix::libc;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::unistd::Pid;
+
+// ANCHOR: forward
+/// The container's PID as the host sees it; 0 until it is known.
+static CONTAINER: AtomicI32 = AtomicI32::new(0);
+
+/// The signals we forward.
+const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+extern "C" fn forward(signal: libc::c_int) {
+    // Only async-signal-safe calls here: an atomic load and kill(2).
+    let pid = CONTAINER.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe and has no memory arguments.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Catch the forwarded signals from now on, before the child exists: a
+/// signal that came in between would otherwise kill mydocker and orphan the
+/// container. They are dropped until `forward_to` names the container.
+pub fn install() -> Result<()> {
+    // SA_RESTART: waitpid(2), interrupted by the signal, resumes by itself.
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in FORWARDED {
+        // SAFETY: the handler only performs async-signal-safe operations.
+        unsafe { sigaction(signal, &action) }.with_context(|| format!("sigaction({signal})"))?;
+    }
+    Ok(())
+}
+
+/// Send every forwarded signal to `pid` from now on.
+pub fn forward_to(pid: Pid) {
+    CONTAINER.store(pid.as_raw(), Ordering::SeqCst);
+}
+// ANCHOR_END: forward

@@ -1,0 +1,291 @@
+// @stage 3
+//! The image store: an image is a tarball `<root>/images/NAME.tar`, plain or
+//! gzip-compressed, such as the one `docker export` writes.
+//!
+//! Unpacking is where a hostile image attacks the host: an entry named
+//! `../../etc/cron.d/x`, or a symlink `etc -> /etc` followed by an entry
+//! `etc/passwd`, would write outside the container's root. Every entry is
+//! checked before anything is written, and a broken image leaves nothing
+//! half-unpacked behind.
+
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Seek};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::unistd::{chown, Gid, Uid};
+use tar::EntryType;
+
+use crate::busybox;
+use crate::paths::Paths;
+
+// ANCHOR: find
+/// The tarball of image `name`. The `busybox` image is built from the host's
+/// static busybox the first time it is asked for.
+pub fn find(paths: &Paths, name: &str) -> Result<PathBuf> {
+    check_name(name)?;
+    let tarball = paths.images().join(format!("{name}.tar"));
+    if tarball.is_file() {
+        return Ok(tarball);
+    }
+    if name == busybox::IMAGE {
+        busybox::create(&tarball)?;
+        return Ok(tarball);
+    }
+    let known = list(paths)?;
+    if known.is_empty() {
+        bail!("no image {name:?}: there are no images yet (busybox is built on first use)");
+    }
+    bail!("no image {name:?}: the images are {}", known.join(", "));
+}
+// ANCHOR_END: find
+
+/// The names of the images in the store, sorted.
+pub fn list(paths: &Paths) -> Result<Vec<String>> {
+    let dir = paths.images();
+    let mut names = Vec::new();
+    if !dir.exists() {
+        return Ok(names);
+    }
+    for entry in fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+        let file = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(name) = file.strip_suffix(".tar") {
+            if !name.starts_with('.') {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// An image name becomes a file name: allow no path tricks in it.
+pub fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if !valid {
+        bail!("invalid image name {name:?}: use lowercase letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+// ANCHOR: unpack
+/// Unpack `tarball` into the new directory `dest`, all or nothing: entries
+/// go to a temporary sibling directory first, which is renamed to `dest`
+/// only once the whole archive is in.
+pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
+    let name = dest
+        .file_name()
+        .context("unpack: destination has no name")?;
+    let partial = dest.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    if partial.exists() {
+        fs::remove_dir_all(&partial).with_context(|| format!("remove {}", partial.display()))?;
+    }
+    fs::create_dir_all(&partial).with_context(|| format!("mkdir {}", partial.display()))?;
+    let result = unpack_entries(tarball, &partial).and_then(|()| {
+        fs::rename(&partial, dest).with_context(|| format!("rename to {}", dest.display()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&partial);
+    }
+    result.with_context(|| format!("unpack {}", tarball.display()))
+}
+// ANCHOR_END: unpack
+
+/// Open a tarball, through gzip when it starts with gzip's magic bytes.
+fn open(tarball: &Path) -> Result<Box<dyn Read>> {
+    let mut file = File::open(tarball).with_context(|| format!("open {}", tarball.display()))?;
+    let mut magic = [0u8; 2];
+    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    file.rewind()?;
+    let file = BufReader::new(file);
+    Ok(if gzip {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
+}
+
+// ANCHOR: entries
+fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(open(tarball)?);
+    // An image keeps its owners, modes and times: /tmp is 1777, a setuid
+    // binary stays setuid, files belong to the users of the image.
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    for entry in archive.entries().context("read the archive")? {
+        let mut entry = entry.context("read an archive entry")?;
+        let path = entry
+            .path()
+            .context("an entry has an invalid path")?
+            .into_owned();
+        let relative = inside(&path).with_context(|| format!("entry {}", path.display()))?;
+        if relative.as_os_str().is_empty() {
+            continue; // "./" itself
+        }
+        no_symlink_on_the_way(root, &relative)
+            .with_context(|| format!("entry {}", path.display()))?;
+        let kind = entry.header().entry_type();
+        if let Some(link) = entry.link_name().context("an entry has an invalid link")? {
+            let ok = match kind {
+                // A hard link names another entry of the archive.
+                EntryType::Link => inside(&link).is_ok(),
+                // A symlink is resolved inside the container, where "/" is
+                // the image root; only a relative one can climb out of it.
+                _ => link.is_absolute() || stays_inside(&relative, &link),
+            };
+            if !ok {
+                bail!(
+                    "entry {}: link to {} points outside the image",
+                    path.display(),
+                    link.display()
+                );
+            }
+        }
+        match kind {
+            // The tar crate writes these as plain files: make the real node.
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                make_node(&entry, &root.join(&relative))
+                    .with_context(|| format!("entry {}", path.display()))?;
+            }
+            _ => {
+                if !entry
+                    .unpack_in(root)
+                    .with_context(|| format!("entry {}", path.display()))?
+                {
+                    bail!("entry {}: refused by the unpacker", path.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: entries
+
+/// The entry's path relative to the image root; an error for an absolute
+/// path or one that climbs with `..`.
+fn inside(path: &Path) -> Result<PathBuf> {
+    let mut relative = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::Normal(part) => relative.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => bail!("absolute path outside the image"),
+            Component::ParentDir => bail!("`..` climbs outside the image"),
+        }
+    }
+    Ok(relative)
+}
+
+/// Whether a relative symlink at `entry` pointing to `target` stays within
+/// the image root.
+fn stays_inside(entry: &Path, target: &Path) -> bool {
+    // The link is resolved from the directory that contains it.
+    let mut depth = entry.components().count() as isize - 1;
+    for part in target.components() {
+        match part {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Refuse to write through a symlink that an earlier entry created: the
+/// host would follow it, wherever it points.
+fn no_symlink_on_the_way(root: &Path, relative: &Path) -> Result<()> {
+    let mut current = root.to_path_buf();
+    let parents = relative
+        .parent()
+        .map(|p| p.components().count())
+        .unwrap_or(0);
+    for part in relative.components().take(parents) {
+        current.push(part);
+        if let Ok(meta) = fs::symlink_metadata(&current) {
+            if meta.file_type().is_symlink() {
+                bail!("goes through the symlink {}", current.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// mknod(2) for a device or FIFO entry, with its owner and mode.
+fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
+    let header = entry.header();
+    let kind = match header.entry_type() {
+        EntryType::Char => SFlag::S_IFCHR,
+        EntryType::Block => SFlag::S_IFBLK,
+        _ => SFlag::S_IFIFO,
+    };
+    let major = header.device_major()?.unwrap_or(0);
+    let minor = header.device_minor()?.unwrap_or(0);
+    let mode = header.mode()? & 0o7777;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("mkdir {}", parent.display()))?;
+    }
+    if fs::symlink_metadata(dest).is_ok() {
+        fs::remove_file(dest).with_context(|| format!("remove {}", dest.display()))?;
+    }
+    let dev = makedev(u64::from(major), u64::from(minor));
+    mknod(dest, kind, Mode::from_bits_truncate(mode), dev)
+        .with_context(|| format!("mknod({})", dest.display()))?;
+    // The umask trimmed the mode that mknod applied: set it exactly.
+    fs::set_permissions(dest, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", dest.display()))?;
+    let uid = Uid::from_raw(header.uid()? as u32);
+    let gid = Gid::from_raw(header.gid()? as u32);
+    chown(dest, Some(uid), Some(gid)).with_context(|| format!("chown {}", dest.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_be_paths() {
+        assert!(check_name("busybox").is_ok());
+        assert!(check_name("my-image_1.0").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "-x", "UPPER", "a b"] {
+            assert!(check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn entries_stay_inside_the_root() {
+        assert_eq!(
+            inside(Path::new("./bin/sh")).unwrap(),
+            PathBuf::from("bin/sh")
+        );
+        assert!(inside(Path::new("/etc/passwd")).is_err());
+        assert!(inside(Path::new("bin/../../x")).is_err());
+    }
+
+    #[test]
+    fn relative_symlinks_may_not_climb_out() {
+        assert!(stays_inside(Path::new("bin/ls"), Path::new("busybox")));
+        assert!(stays_inside(
+            Path::new("usr/bin/env"),
+            Path::new("../../bin/busybox")
+        ));
+        assert!(!stays_inside(
+            Path::new("usr/bin/env"),
+            Path::new("../../../etc")
+        ));
+        assert!(!stays_inside(Path::new("link"), Path::new("..")));
+    }
+}
+// @end
