@@ -63,4 +63,4 @@ cargo build --release --package mydocker
 $SUDO install -m 0755 target/release/mydocker /usr/local/bin/mydocker
 
 step "A first container"
-$SUDO /usr/local/bin/mydocker run sh -c 'echo "Hello from PID $$ in a new container"'
+$SUDO /usr/local/bin/mydocker run busybox sh -c 'echo "Hello from $(hostname), PID $$ in a container"'

@@ -68,6 +68,11 @@ impl Mydocker {
         Mydocker { bin, stage, root }
     }
 
+    /// The binary under test.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     /// The stage the binary under test implements.
     pub fn stage(&self) -> u32 {
         self.stage

@@ -172,9 +172,20 @@ fn run_without_a_command_is_a_usage_error() {
 
 #[test]
 fn run_needs_root_and_says_so() {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let md = Mydocker::new();
-    let mut command = md.command(&md.run_args(&[], &["true"]));
+    // A copy that `nobody` can reach: the binary under test may live in a
+    // home directory that other users cannot enter.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("mydocker");
+    std::fs::copy(md.bin(), &copy).unwrap();
+    let mut command = std::process::Command::new(&copy);
+    command
+        .args(md.run_args(&[], &["true"]))
+        .env("MYDOCKER_ROOT", md.root())
+        .stdin(std::process::Stdio::null());
     command.uid(65534).gid(65534); // nobody
     let out = mydocker_stage_tests::finish(command);
     let stderr = out.failure();

@@ -38,9 +38,12 @@ fn run() -> Result<()> {
     }
 }
 
-/// The workspace root: the parent of xtask/, where this crate lives.
+/// The workspace root: the parent of xtask/, where this crate lives. `cargo
+/// run` tells us at run time, which still holds after the checkout moved.
 fn workspace_root() -> Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest
         .parent()
         .map(PathBuf::from)

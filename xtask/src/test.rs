@@ -106,6 +106,11 @@ fn build_chapter(root: &Path, number: u32) -> Result<PathBuf> {
     let stage = stages::find(number).context("no such stage")?;
     let manifest = root.join("chapters").join(stage.slug).join("Cargo.toml");
     let target = root.join("target/chapters");
+    // Build with the workspace's dependency versions: cargo keeps the
+    // versions of a copied lock file and drops what the chapter does not use.
+    let lock = root.join("chapters").join(stage.slug).join("Cargo.lock");
+    fs::copy(root.join("Cargo.lock"), &lock)
+        .with_context(|| format!("copy Cargo.lock to {}", lock.display()))?;
     let status = Command::new(env!("CARGO"))
         .arg("build")
         .arg("--manifest-path")
