@@ -228,11 +228,7 @@ fn mounts_never_propagate_out_even_from_shared_mounts() {
     let mut command = std::process::Command::new("unshare");
     command
         .args(["--mount", "--propagation", "shared", "sh", "-c", &script])
-        .arg(std::env::var_os("MYDOCKER_BIN").unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/debug/mydocker")
-                .into_os_string()
-        }))
+        .arg(md.bin())
         .env("MYDOCKER_ROOT", md.root())
         .stdin(std::process::Stdio::null());
     let out = mydocker_stage_tests::finish(command);
@@ -259,11 +255,7 @@ fn the_command_starts_with_default_signals_and_no_stray_files() {
         .arg("-c")
         .arg("exec 7</dev/null; exec \"$@\"")
         .arg("sh")
-        .arg(std::env::var_os("MYDOCKER_BIN").unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/debug/mydocker")
-                .into_os_string()
-        }))
+        .arg(md.bin())
         .args(&run)
         .env("MYDOCKER_ROOT", md.root())
         .stdin(std::process::Stdio::null());

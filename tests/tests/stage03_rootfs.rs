@@ -363,12 +363,7 @@ fn run_ti_busybox_sh_is_an_interactive_shell() {
             .output()
             .expect("run tmux (apt-get install tmux)")
     };
-    let mut args: Vec<String> = vec![std::env::var("MYDOCKER_BIN").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/debug/mydocker")
-            .to_string_lossy()
-            .into_owned()
-    })];
+    let mut args: Vec<String> = vec![md.bin().to_string_lossy().into_owned()];
     args.extend(md.run_args(&["-ti"], &["sh"]));
     let command = format!(
         "env MYDOCKER_ROOT={} {}",
