@@ -13,11 +13,13 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use tar::{Builder, EntryType, Header};
 
+// ANCHOR: consts
 /// The name of the built-in image.
 pub const IMAGE: &str = "busybox";
 
 /// Where Debian's and Ubuntu's `busybox-static` package installs busybox.
 const HOST_BUSYBOX: &str = "/bin/busybox";
+// ANCHOR_END: consts
 
 // ANCHOR: create
 /// Write the busybox image to `tarball`, atomically: a reader sees either no
@@ -105,6 +107,7 @@ fn write_image(path: &Path, binary: &[u8]) -> Result<()> {
 }
 // ANCHOR_END: layout
 
+// ANCHOR: applets
 /// The applets' paths (`bin/ls`, `usr/bin/env`, ...), from busybox itself.
 fn applets() -> Result<Vec<String>> {
     let out = Command::new(HOST_BUSYBOX)
@@ -140,7 +143,9 @@ fn add(tar: &mut Builder<File>, kind: EntryType, path: &str, mode: u32, data: &[
     };
     result.with_context(|| format!("add {path} to the busybox image"))
 }
+// ANCHOR_END: applets
 
+// ANCHOR: elf
 /// Whether an ELF binary names a dynamic loader (a PT_INTERP program header):
 /// such a binary needs the host's /lib, which the container does not have.
 fn is_dynamically_linked(elf: &[u8]) -> bool {
@@ -161,6 +166,7 @@ fn is_dynamically_linked(elf: &[u8]) -> bool {
     };
     (0..count).any(|i| read((phoff + i * size) as usize, 4) == Some(u64::from(PT_INTERP)))
 }
+// ANCHOR_END: elf
 
 #[cfg(test)]
 mod tests {

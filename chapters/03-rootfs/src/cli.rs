@@ -11,9 +11,11 @@ use clap::{Args, Parser, Subcommand};
     about = "A small container runtime, written stage by stage"
 )]
 pub struct Cli {
+    // ANCHOR: root
     /// Where mydocker keeps its images and containers [default: /var/lib/mydocker]
     #[arg(long, global = true, env = "MYDOCKER_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    // ANCHOR_END: root
 
     #[command(subcommand)]
     pub command: Command,

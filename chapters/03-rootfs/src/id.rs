@@ -11,10 +11,12 @@ pub fn new_id() -> String {
 }
 // ANCHOR_END: new_id
 
+// ANCHOR: short
 /// The short form, as `docker ps` shows it: the first 12 digits.
 pub fn short(id: &str) -> &str {
     &id[..12.min(id.len())]
 }
+// ANCHOR_END: short
 
 #[cfg(test)]
 mod tests {

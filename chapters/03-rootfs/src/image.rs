@@ -41,6 +41,7 @@ pub fn find(paths: &Paths, name: &str) -> Result<PathBuf> {
 }
 // ANCHOR_END: find
 
+// ANCHOR: names
 /// The names of the images in the store, sorted.
 pub fn list(paths: &Paths) -> Result<Vec<String>> {
     let dir = paths.images();
@@ -73,6 +74,7 @@ pub fn check_name(name: &str) -> Result<()> {
     }
     Ok(())
 }
+// ANCHOR_END: names
 
 // ANCHOR: unpack
 /// Unpack `tarball` into the new directory `dest`, all or nothing: entries
@@ -97,6 +99,7 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
 }
 // ANCHOR_END: unpack
 
+// ANCHOR: open
 /// Open a tarball, through gzip when it starts with gzip's magic bytes.
 fn open(tarball: &Path) -> Result<Box<dyn Read>> {
     let mut file = File::open(tarball).with_context(|| format!("open {}", tarball.display()))?;
@@ -110,6 +113,7 @@ fn open(tarball: &Path) -> Result<Box<dyn Read>> {
         Box::new(file)
     })
 }
+// ANCHOR_END: open
 
 // ANCHOR: entries
 fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
@@ -169,6 +173,7 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
 }
 // ANCHOR_END: entries
 
+// ANCHOR: checks
 /// The entry's path relative to the image root; an error for an absolute
 /// path or one that climbs with `..`.
 fn inside(path: &Path) -> Result<PathBuf> {
@@ -220,7 +225,9 @@ fn no_symlink_on_the_way(root: &Path, relative: &Path) -> Result<()> {
     }
     Ok(())
 }
+// ANCHOR_END: checks
 
+// ANCHOR: make_node
 /// mknod(2) for a device or FIFO entry, with its owner and mode.
 fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
     let header = entry.header();
@@ -249,6 +256,7 @@ fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
     chown(dest, Some(uid), Some(gid)).with_context(|| format!("chown {}", dest.display()))?;
     Ok(())
 }
+// ANCHOR_END: make_node
 
 #[cfg(test)]
 mod tests {

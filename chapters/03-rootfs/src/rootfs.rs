@@ -13,8 +13,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, pivot_root};
 
+// ANCHOR: old_root
 /// Where the old root is parked during the pivot, inside the new root.
 const OLD_ROOT: &str = ".oldroot";
+// ANCHOR_END: old_root
 
 // ANCHOR: pivot
 /// Make `rootfs` the root of this mount namespace and detach the host's.
@@ -128,7 +130,9 @@ pub fn mount_sys() -> Result<()> {
 }
 // ANCHOR_END: sys
 
+// ANCHOR: mkdir
 /// An image need not have /dev, /proc or /sys: create the mount points.
 pub fn mkdir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).with_context(|| format!("mkdir {}", path.display()))
 }
+// ANCHOR_END: mkdir
