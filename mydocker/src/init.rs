@@ -150,7 +150,12 @@ fn exec(command: &[String]) -> Result<i32> {
     };
     let Err(err) = execvp(program, &args);
     // Exit codes like a shell's: 127 not found, 126 found but not runnable.
+    // A path given with a `/` is not searched: ENOENT then means the file,
+    // or the ELF interpreter it asks for, is missing.
     let (code, why) = match err {
+        Errno::ENOENT if command[0].contains('/') => {
+            (127, "no such file, or its dynamic loader is missing")
+        }
         Errno::ENOENT => (127, "executable file not found in $PATH"),
         Errno::EACCES => (126, "permission denied"),
         other => (126, other.desc()),

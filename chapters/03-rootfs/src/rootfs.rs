@@ -93,7 +93,7 @@ pub fn mount_dev() -> Result<()> {
         &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"), // gid 5: tty
     )
     .context("mount(devpts, /dev/pts)")?;
     let shm = dev.join("shm");
