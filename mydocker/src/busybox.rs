@@ -89,13 +89,6 @@ fn write_image(path: &Path, binary: &[u8]) -> Result<()> {
     add(
         &mut tar,
         EntryType::Regular,
-        "etc/hostname",
-        0o644,
-        b"busybox\n",
-    )?;
-    add(
-        &mut tar,
-        EntryType::Regular,
         "etc/hosts",
         0o644,
         b"127.0.0.1\tlocalhost\n::1\tlocalhost\n",
@@ -187,7 +180,8 @@ mod tests {
     fn tells_static_from_dynamic_binaries() {
         assert!(!is_dynamically_linked(&elf_with(1))); // PT_LOAD only
         assert!(is_dynamically_linked(&elf_with(3))); // PT_INTERP
-                                                      // This test binary is linked against glibc: dynamic.
+
+        // This test binary is linked against glibc: dynamic.
         let me = fs::read("/proc/self/exe").unwrap();
         assert!(is_dynamically_linked(&me));
     }

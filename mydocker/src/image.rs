@@ -4,9 +4,10 @@
 //!
 //! Unpacking is where a hostile image attacks the host: an entry named
 //! `../../etc/cron.d/x`, or a symlink `etc -> /etc` followed by an entry
-//! `etc/passwd`, would write outside the container's root. Every entry is
-//! checked before anything is written, and a broken image leaves nothing
-//! half-unpacked behind.
+//! `etc/passwd`, would write outside the container's root. Every entry's
+//! path and link are checked here before it is written; the tar crate (0.4.46
+//! or later) checks again, resolving symlinks, as it writes files, links and
+//! directories. A broken image leaves nothing half-unpacked behind.
 
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek};
@@ -20,6 +21,8 @@ use tar::EntryType;
 
 use crate::busybox;
 use crate::paths::Paths;
+use crate::rootfs::DEVICES;
+use crate::signals;
 
 // ANCHOR: find
 /// The tarball of image `name`. The `busybox` image is built from the host's
@@ -126,6 +129,9 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
     for entry in archive.entries().context("read the archive")? {
+        if signals::interrupted() {
+            bail!("interrupted");
+        }
         let mut entry = entry.context("read an archive entry")?;
         let path = entry
             .path()
@@ -142,8 +148,12 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
             let ok = match kind {
                 // A hard link names another entry of the archive.
                 EntryType::Link => inside(&link).is_ok(),
-                // A symlink is resolved inside the container, where "/" is
-                // the image root; only a relative one can climb out of it.
+                // Inside the container a symlink cannot leave "/", but the
+                // host meets these links too (when it unpacks, and later
+                // when it copies files in and out of containers). An
+                // absolute link is read from the container's root by every
+                // careful reader; a relative one that climbs above the
+                // image has no use but to point at the host.
                 _ => link.is_absolute() || stays_inside(&relative, &link),
             };
             if !ok {
@@ -230,15 +240,34 @@ fn no_symlink_on_the_way(root: &Path, relative: &Path) -> Result<()> {
 
 // ANCHOR: make_node
 /// mknod(2) for a device or FIFO entry, with its owner and mode.
+///
+/// A device node is a key to a kernel driver: `b 254 0` would be the host's
+/// disk. An image may only carry the harmless character devices that every
+/// container gets anyway, and `c 0 0` (how overlayfs marks a deleted file).
 fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
     let header = entry.header();
-    let kind = match header.entry_type() {
-        EntryType::Char => SFlag::S_IFCHR,
-        EntryType::Block => SFlag::S_IFBLK,
-        _ => SFlag::S_IFIFO,
+    let (kind, major, minor) = match header.entry_type() {
+        // GNU tar leaves a FIFO's device numbers empty: do not read them.
+        EntryType::Fifo => (SFlag::S_IFIFO, 0, 0),
+        kind => {
+            let number =
+                |n: std::io::Result<Option<u32>>| n.ok().flatten().context("bad device number");
+            let (major, minor) = (
+                number(header.device_major())?,
+                number(header.device_minor())?,
+            );
+            let harmless = kind == EntryType::Char
+                && ((major, minor) == (0, 0)
+                    || DEVICES
+                        .iter()
+                        .any(|(_, ma, mi)| (*ma, *mi) == (u64::from(major), u64::from(minor))));
+            if !harmless {
+                let letter = if kind == EntryType::Block { 'b' } else { 'c' };
+                bail!("device {letter} {major}:{minor} refused: an image may only hold null, zero, full, random, urandom and tty");
+            }
+            (SFlag::S_IFCHR, major, minor)
+        }
     };
-    let major = header.device_major()?.unwrap_or(0);
-    let minor = header.device_minor()?.unwrap_or(0);
     let mode = header.mode()? & 0o7777;
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).with_context(|| format!("mkdir {}", parent.display()))?;

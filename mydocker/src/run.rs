@@ -45,6 +45,9 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     if args.tty && args.interactive && !std::io::stdin().is_terminal() {
         bail!("-t needs a terminal on standard input: drop -t when you pipe into the container");
     }
+    // From here on a signal never kills mydocker half-way: it is passed to
+    // the container, or (before there is one) makes `run` stop and clean up.
+    signals::install()?;
     // @stage 2
     // ANCHOR: plan
     // Check every limit and plan the cgroup while nothing exists yet: a bad
@@ -58,6 +61,7 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // ANCHOR: container
     // The image, unpacked for this container; dropping `container` when
     // run() returns, whichever way, removes it again.
+    paths.create_root()?;
     let container = Container::create(paths, &id, &args.image)?;
     // ANCHOR_END: container
     // @end
@@ -81,7 +85,6 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
         ))
     };
 
-    signals::install()?;
     let child = namespace::spawn_init(&pipe_read, stdin.as_ref())?;
     signals::forward_to(child);
     drop(pipe_read); // the child has its copy
@@ -107,6 +110,7 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     let sent = send_config(pipe_write, &config);
 
     let code = wait_for(child)?;
+    signals::stop_forwarding();
     // @stage 2
     // ANCHOR: cleanup
     // The container has ended (however: exit, signal, OOM kill): its
@@ -156,6 +160,7 @@ fn send_config(pipe: OwnedFd, config: &ContainerConfig) -> Result<()> {
 fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
     let _ = kill(child, Signal::SIGKILL);
     let _ = waitpid(child, None);
+    signals::stop_forwarding();
     err
 }
 // ANCHOR_END: abort
@@ -169,7 +174,9 @@ fn wait_for(child: Pid) -> Result<i32> {
         match waitpid(child, None).with_context(|| format!("waitpid({child})"))? {
             WaitStatus::Exited(_, code) => return Ok(code),
             WaitStatus::Signaled(_, signal, _) => return Ok(128 + signal as i32),
-            _ => continue, // stopped or continued: keep waiting
+            // Stopped or continued: only reported with WUNTRACED/WCONTINUED,
+            // which we do not ask for; the match must still cover them.
+            _ => continue,
         }
     }
 }

@@ -1,9 +1,15 @@
 //! Passing the signals that mydocker receives on to the container.
 //!
-//! `kill <mydocker>` or closing the terminal should reach the container's
-//! process, the way `docker run` forwards signals.
+//! `kill <mydocker>` or Ctrl-C should reach the container's process, the
+//! way `docker run` forwards signals. (Whether the process dies of it is its
+//! own business: a PID 1 without a handler ignores SIGTERM and SIGINT.)
 
-use std::sync::atomic::{AtomicI32, Ordering};
+// @before 3
+// use std::sync::atomic::{AtomicI32, Ordering};
+// @end
+// @stage 3
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+// @end
 
 use anyhow::{Context, Result};
 use nix::libc;
@@ -14,6 +20,12 @@ use nix::unistd::Pid;
 /// The container's PID as the host sees it; 0 until it is known.
 static CONTAINER: AtomicI32 = AtomicI32::new(0);
 
+// @stage 3
+/// Set when a signal arrives while there is no container to pass it to,
+/// such as while the image is unpacked: `run` then stops and cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+// @end
 /// The signals we forward.
 const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
@@ -24,6 +36,11 @@ extern "C" fn forward(signal: libc::c_int) {
         // SAFETY: kill(2) is async-signal-safe and has no memory arguments.
         unsafe { libc::kill(pid, signal) };
     }
+    // @stage 3
+    if pid <= 0 {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    // @end
 }
 
 /// Catch the forwarded signals from now on, before the child exists: a
@@ -47,4 +64,17 @@ pub fn install() -> Result<()> {
 pub fn forward_to(pid: Pid) {
     CONTAINER.store(pid.as_raw(), Ordering::SeqCst);
 }
+
+/// Stop forwarding, once the container is reaped: its PID may soon belong
+/// to an unrelated process.
+pub fn stop_forwarding() {
+    CONTAINER.store(0, Ordering::SeqCst);
+}
+// @stage 3
+
+/// Whether a signal asked mydocker to stop before the container started.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+// @end
 // ANCHOR_END: forward

@@ -213,6 +213,22 @@ impl Drop for Mydocker {
             "mounts left on the host:\n{}",
             left.join("\n")
         );
+        // Every container has ended: none of their files may remain, and no
+        // half-written image either.
+        let containers = self.containers_left();
+        assert!(
+            containers.is_empty(),
+            "container directories left: {containers:?}"
+        );
+        let partial: Vec<String> = std::fs::read_dir(self.images())
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(partial.is_empty(), "half-written images left: {partial:?}");
     }
 }
 

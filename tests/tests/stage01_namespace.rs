@@ -264,3 +264,18 @@ fn the_command_starts_with_default_signals_and_no_stray_files() {
     // 0, 1, 2, and the directory ls itself is reading.
     assert_eq!(fds, ["0", "1", "2", "3"], "{out:#?}");
 }
+
+#[test]
+fn init_refuses_to_run_by_hand() {
+    let md = Mydocker::new();
+    // Even with a file on fd 3, init outside a new PID namespace must not
+    // pivot or rename anything: it is not PID 1.
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "exec 3</dev/null; exec \"$0\" init"])
+        .arg(md.bin())
+        .env("MYDOCKER_ROOT", md.root())
+        .stdin(std::process::Stdio::null());
+    let out = mydocker_stage_tests::finish(command);
+    assert!(out.failure().contains("mydocker run"), "{out:#?}");
+}

@@ -115,11 +115,22 @@ fn the_device_nodes_work() {
 #[test]
 fn sys_is_read_only() {
     let md = Mydocker::new();
+    // sysfs refuses to create files even when writable: look at the mount.
     let out = md.sh(
         &[],
-        "ls /sys/kernel >/dev/null && echo readable; touch /sys/kernel/x || echo refused",
+        "ls /sys/kernel >/dev/null && echo readable; grep ' /sys ' /proc/self/mountinfo",
     );
-    assert_eq!(out.success(), "readable\nrefused\n");
+    let stdout = out.success();
+    assert!(stdout.starts_with("readable\n"), "{out:#?}");
+    let options = stdout
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(5))
+        .unwrap_or("");
+    assert!(
+        options.split(',').any(|o| o == "ro"),
+        "/sys is not read-only: {out:#?}"
+    );
 }
 
 #[test]
@@ -220,7 +231,11 @@ fn a_tarball_like_docker_export_runs_gzipped_with_devices() {
     null.set_mtime(0);
     null.set_size(0);
     tar.append_data(&mut null, "./mynull", &[][..]).unwrap();
-    let plain = tar.into_inner().unwrap();
+    let mut plain = tar.into_inner().unwrap();
+    // A FIFO as GNU tar writes it: no device numbers at all.
+    plain.truncate(plain.len() - 1024);
+    plain.extend(raw_header("./myfifo", b'6', "", None));
+    plain.extend([0u8; 1024]);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &plain).unwrap();
     md.add_image("exported", &gz.finish().unwrap());
@@ -231,7 +246,7 @@ fn a_tarball_like_docker_export_runs_gzipped_with_devices() {
         "/bin/busybox",
         "sh",
         "-c",
-        "busybox cat /hello; busybox test -c /mynull && echo gone > /mynull && echo device-ok",
+        "busybox cat /hello; busybox test -c /mynull && echo gone > /mynull && busybox test -p /myfifo && echo device-ok",
     ]);
     assert_eq!(out.success(), "hello from an imported image\ndevice-ok\n");
 }
@@ -275,10 +290,41 @@ fn hostile_tarballs_are_refused_and_leave_nothing() {
             )]),
         ),
         (
+            "device-through-symlink",
+            [
+                raw_header("link", b'2', &target.to_string_lossy(), None),
+                raw_header("link/null", b'3', "", Some((1, 3))),
+            ]
+            .concat()
+            .into_iter()
+            .chain([0u8; 1024])
+            .collect(),
+        ),
+        (
+            "symlink-then-directory",
+            [
+                raw_header("link", b'2', &target.to_string_lossy(), None),
+                raw_header("link", b'5', "", None),
+            ]
+            .concat()
+            .into_iter()
+            .chain([0u8; 1024])
+            .collect(),
+        ),
+        (
+            "host-disk",
+            [raw_header("disk", b'4', "", Some((8, 0)))]
+                .concat()
+                .into_iter()
+                .chain([0u8; 1024])
+                .collect(),
+        ),
+        (
             "corrupt",
             b"this is not a tar archive at all, just text".repeat(40),
         ),
     ];
+    let target_mode = std::fs::metadata(&target).unwrap().mode();
     for (name, tarball) in escapes {
         md.add_image(name, &tarball);
         let out = md.exec(&["run", name, "true"]);
@@ -294,6 +340,11 @@ fn hostile_tarballs_are_refused_and_leave_nothing() {
             md.containers_left()
         );
     }
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().mode(),
+        target_mode,
+        "a hostile image changed a host directory"
+    );
     let written: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
     assert!(
         written.is_empty(),
@@ -330,24 +381,33 @@ fn append(
 fn raw_tar(entries: &[(String, u8, &str)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, kind, link) in entries {
-        let mut header = [0u8; 512];
-        header[..path.len()].copy_from_slice(path.as_bytes());
-        header[100..107].copy_from_slice(b"0000644");
-        header[108..115].copy_from_slice(b"0000000");
-        header[116..123].copy_from_slice(b"0000000");
-        header[124..135].copy_from_slice(b"00000000000");
-        header[136..147].copy_from_slice(b"00000000000");
-        header[156] = *kind;
-        header[157..157 + link.len()].copy_from_slice(link.as_bytes());
-        header[257..263].copy_from_slice(b"ustar\0");
-        header[263..265].copy_from_slice(b"00");
-        header[148..156].copy_from_slice(b"        ");
-        let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
-        header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        out.extend_from_slice(&header);
+        out.extend_from_slice(&raw_header(path, *kind, link, None));
     }
     out.extend_from_slice(&[0u8; 1024]);
     out
+}
+
+/// One ustar header: path, type flag, link name, device numbers.
+fn raw_header(path: &str, kind: u8, link: &str, device: Option<(u32, u32)>) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..path.len()].copy_from_slice(path.as_bytes());
+    header[100..107].copy_from_slice(b"0000777");
+    header[108..115].copy_from_slice(b"0000000");
+    header[116..123].copy_from_slice(b"0000000");
+    header[124..135].copy_from_slice(b"00000000000");
+    header[136..147].copy_from_slice(b"00000000000");
+    header[156] = kind;
+    header[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    if let Some((major, minor)) = device {
+        header[329..336].copy_from_slice(format!("{major:07o}").as_bytes());
+        header[337..344].copy_from_slice(format!("{minor:07o}").as_bytes());
+    }
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    header.to_vec()
 }
 
 /// The headline: `mydocker run -ti busybox sh` gives an interactive shell.
@@ -394,4 +454,18 @@ fn run_ti_busybox_sh_is_an_interactive_shell() {
     }
     assert!(seen, "the shell did not answer; the screen was:\n{text}");
     assert!(gone, "the shell did not exit");
+}
+
+#[test]
+fn the_state_directory_is_private_to_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let md = Mydocker::new();
+    // As if created by hand, or by an older mydocker: readable by everyone.
+    std::fs::set_permissions(md.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    md.run(&[], &["true"]).success();
+    let mode = std::fs::metadata(md.root()).unwrap().mode() & 0o777;
+    assert_eq!(
+        mode, 0o700,
+        "the host's users could reach the containers' files (mode {mode:o})"
+    );
 }

@@ -1,7 +1,8 @@
 //! Passing the signals that mydocker receives on to the container.
 //!
-//! `kill <mydocker>` or closing the terminal should reach the container's
-//! process, the way `docker run` forwards signals.
+//! `kill <mydocker>` or Ctrl-C should reach the container's process, the
+//! way `docker run` forwards signals. (Whether the process dies of it is its
+//! own business: a PID 1 without a handler ignores SIGTERM and SIGINT.)
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -46,5 +47,11 @@ pub fn install() -> Result<()> {
 /// Send every forwarded signal to `pid` from now on.
 pub fn forward_to(pid: Pid) {
     CONTAINER.store(pid.as_raw(), Ordering::SeqCst);
+}
+
+/// Stop forwarding, once the container is reaped: its PID may soon belong
+/// to an unrelated process.
+pub fn stop_forwarding() {
+    CONTAINER.store(0, Ordering::SeqCst);
 }
 // ANCHOR_END: forward

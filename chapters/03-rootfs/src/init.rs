@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::unistd::{execvp, sethostname};
+use nix::unistd::{execvp, getpid, sethostname};
 
 use crate::config::ContainerConfig;
 use crate::namespace::PIPE_FD;
@@ -41,7 +41,9 @@ pub fn init() -> Result<i32> {
 /// until the parent closes its end, which is how the parent holds the
 /// container back until everything is ready.
 fn read_config() -> Result<ContainerConfig> {
-    if fcntl(PIPE_FD, FcntlArg::F_GETFD).is_err() {
+    // Run by hand, init would pivot and rename the namespaces of whoever
+    // started it: it must be the first process of a new PID namespace.
+    if getpid().as_raw() != 1 || fcntl(PIPE_FD, FcntlArg::F_GETFD).is_err() {
         bail!("init is started by `mydocker run`, not by hand");
     }
     // SAFETY: fd 3 is open (checked above) and nothing else in this process

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, pivot_root};
@@ -32,6 +32,11 @@ pub fn pivot_into(rootfs: &Path) -> Result<()> {
     )
     .with_context(|| format!("mount({}, MS_BIND)", rootfs.display()))?;
     let old_root = rootfs.join(OLD_ROOT);
+    // An image could ship `.oldroot` as a symlink; refuse anything but a
+    // plain directory.
+    if fs::symlink_metadata(&old_root).is_ok_and(|m| !m.is_dir()) {
+        bail!("{} in the image is not a directory", old_root.display());
+    }
     fs::create_dir_all(&old_root).with_context(|| format!("mkdir {}", old_root.display()))?;
     // The old root is moved to new_root/.oldroot; "/" becomes the image.
     pivot_root(rootfs, &old_root)
@@ -50,7 +55,7 @@ pub fn pivot_into(rootfs: &Path) -> Result<()> {
 // ANCHOR: dev
 /// The device nodes a program expects, as (name, major, minor): the same
 /// numbers as on every Linux system (see devices.txt in the kernel docs).
-const DEVICES: [(&str, u64, u64); 6] = [
+pub const DEVICES: [(&str, u64, u64); 6] = [
     ("null", 1, 3),
     ("zero", 1, 5),
     ("full", 1, 7),
