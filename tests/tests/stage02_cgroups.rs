@@ -83,6 +83,19 @@ fn the_container_has_a_cgroup_named_after_it() {
 fn limits_are_written_before_the_command_runs() {
     let _lock = cgroups_shared();
     let md = Mydocker::new();
+    // Room for one process, the container's PID 1: its very first fork
+    // must fail. That holds only if pids.max was 1 before the shell's first
+    // fork, as it always is when the limits are written before the command
+    // starts; a limit written late lets the shell fork.
+    let out = md.sh(&["--pids-limit", "1"], "busybox true && echo forked");
+    assert!(!out.stdout.contains("forked"), "the shell forked: {out:#?}");
+    assert_ne!(out.code, Some(0), "{out:#?}");
+    assert!(
+        out.stderr.to_lowercase().contains("fork"),
+        "the shell should say that it cannot fork: {out:#?}"
+    );
+    // With room for the test's own commands: every limit, in the kernel's
+    // units.
     let options = [
         "-m",
         "32m",
@@ -232,12 +245,14 @@ fn bad_limits_fail_with_one_line_and_leave_nothing() {
     let _lock = cgroups_exclusive();
     let md = Mydocker::new();
     let beyond = (online_cpus().last().unwrap() + 1).to_string();
-    let cases: [&[&str]; 8] = [
+    let cases: [&[&str]; 9] = [
         &["-m", "64x"],
         &["--memory", "lots"],
         &["--cpus", "abc"],
         &["--cpus", "0"],
         &["--cpuset-cpus", &beyond],
+        // Refused at once, not expanded into four billion CPUs first.
+        &["--cpuset-cpus", "0-4294967295"],
         &["--cpuset-cpus", "zero"],
         &["--cpu-shares", "many"],
         &["--pids-limit", "-5"],

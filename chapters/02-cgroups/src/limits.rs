@@ -69,14 +69,22 @@ impl Limits {
             limits.cpu_shares = Some(shares);
         }
         if let Some(text) = &args.cpuset_cpus {
-            let wanted = parse_cpu_list(text).with_context(|| format!("--cpuset-cpus {text}"))?;
-            if let Some(cpu) = wanted.iter().find(|cpu| !online.contains(cpu)) {
+            let ranges = parse_cpu_ranges(text).with_context(|| format!("--cpuset-cpus {text}"))?;
+            // Check the ranges before expanding them: `0-4294967295` is four
+            // billion CPUs. `find` stops at the first CPU that is not
+            // online, after at most as many steps as there are online CPUs.
+            let offline = ranges
+                .iter()
+                .filter_map(|&(first, last)| (first..=last).find(|cpu| !online.contains(cpu)))
+                .min();
+            if let Some(cpu) = offline {
                 bail!(
                     "--cpuset-cpus {text}: CPU {cpu} is not online here (the online CPUs are {})",
                     format_cpu_list(online)
                 );
             }
-            limits.cpuset_cpus = Some(format_cpu_list(&wanted));
+            let wanted = ranges.iter().flat_map(|&(first, last)| first..=last);
+            limits.cpuset_cpus = Some(format_cpu_list(&wanted.collect()));
         }
         if let Some(text) = &args.pids_limit {
             let pids = text
@@ -152,11 +160,12 @@ pub fn parse_cpus(text: &str) -> Result<u64> {
     Ok(quota as u64)
 }
 
-/// A kernel CPU list like `0-2,4` → {0, 1, 2, 4}. The same format as
-/// /sys/devices/system/cpu/online and `cpuset.cpus`.
-pub fn parse_cpu_list(text: &str) -> Result<BTreeSet<u32>> {
+/// A kernel CPU list like `0-2,4` → its ranges, (0, 2) and (4, 4), not yet
+/// expanded. The same format as /sys/devices/system/cpu/online and
+/// `cpuset.cpus`.
+pub fn parse_cpu_ranges(text: &str) -> Result<Vec<(u32, u32)>> {
     let usage = "expected CPU numbers and ranges like 0-2,4";
-    let mut cpus = BTreeSet::new();
+    let mut ranges = Vec::new();
     for part in text.trim().split(',') {
         let (first, last) = part.split_once('-').unwrap_or((part, part));
         let first: u32 = first.trim().parse().context(usage)?;
@@ -164,9 +173,19 @@ pub fn parse_cpu_list(text: &str) -> Result<BTreeSet<u32>> {
         if first > last {
             bail!("{part}: a range goes from low to high");
         }
-        cpus.extend(first..=last);
+        ranges.push((first, last));
     }
-    Ok(cpus)
+    Ok(ranges)
+}
+
+/// A kernel CPU list like `0-2,4` → {0, 1, 2, 4}: only for lists the kernel
+/// wrote, whose ranges are as small as the machine.
+pub fn parse_cpu_list(text: &str) -> Result<BTreeSet<u32>> {
+    let ranges = parse_cpu_ranges(text)?;
+    Ok(ranges
+        .into_iter()
+        .flat_map(|(first, last)| first..=last)
+        .collect())
 }
 
 /// {0, 1, 2, 4} → `0-2,4`.
@@ -293,5 +312,32 @@ mod tests {
         assert!(message(&["--cpu-shares", "1"]).contains("from 2 to 262144"));
         assert!(message(&["--cpuset-cpus", "0,5"]).contains("CPU 5 is not online"));
         assert!(message(&["--pids-limit", "0"]).contains("at least 1"));
+    }
+
+    #[test]
+    fn a_huge_cpu_range_is_refused_at_once() {
+        let message = |options: &[&str]| format!("{:#}", limits(options).unwrap_err());
+        assert_eq!(
+            parse_cpu_ranges("0-4294967295,7").unwrap(),
+            [(0, u32::MAX), (7, 7)]
+        );
+        // Expanded first, each of these would take minutes or abort on
+        // running out of memory.
+        for (list, offline) in [
+            ("0-4294967295", 2u32),
+            ("4294967295", 4294967295),
+            ("4294967294-4294967295", 4294967294),
+            ("1,3-4294967295", 3),
+            ("5-4294967295,0-1", 5),
+        ] {
+            assert_eq!(
+                message(&["--cpuset-cpus", list]),
+                format!("--cpuset-cpus {list}: CPU {offline} is not online here (the online CPUs are 0-1)")
+            );
+        }
+        assert_eq!(
+            limits(&["--cpuset-cpus", "1,0-1,1-1"]).unwrap().cpuset_cpus,
+            Some("0-1".into())
+        );
     }
 }
