@@ -38,17 +38,21 @@ pub fn pivot_into(rootfs: &Path) -> Result<()> {
     if fs::symlink_metadata(&old_root).is_ok_and(|m| !m.is_dir()) {
         bail!("{} in the image is not a directory", old_root.display());
     }
-    fs::create_dir_all(&old_root).with_context(|| format!("mkdir {}", old_root.display()))?;
+    fs::create_dir_all(&old_root)
+        .with_context(|| format!("mkdir {}", old_root.display()))?;
     // The old root is moved to new_root/.oldroot; "/" becomes the image.
-    pivot_root(rootfs, &old_root)
-        .with_context(|| format!("pivot_root({}, {})", rootfs.display(), old_root.display()))?;
+    pivot_root(rootfs, &old_root).with_context(|| {
+        format!("pivot_root({}, {})", rootfs.display(), old_root.display())
+    })?;
     chdir("/").context("chdir(/)")?;
     // MNT_DETACH: processes may still hold files of the host open; a lazy
     // unmount detaches the whole tree now and frees it when they are done.
     let old_root = Path::new("/").join(OLD_ROOT);
-    umount2(&old_root, MntFlags::MNT_DETACH)
-        .with_context(|| format!("umount2({}, MNT_DETACH)", old_root.display()))?;
-    fs::remove_dir(&old_root).with_context(|| format!("rmdir {}", old_root.display()))?;
+    umount2(&old_root, MntFlags::MNT_DETACH).with_context(|| {
+        format!("umount2({}, MNT_DETACH)", old_root.display())
+    })?;
+    fs::remove_dir(&old_root)
+        .with_context(|| format!("rmdir {}", old_root.display()))?;
     Ok(())
 }
 // ANCHOR_END: pivot
@@ -119,7 +123,8 @@ pub fn mount_dev() -> Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        symlink(target, dev.join(link)).with_context(|| format!("symlink /dev/{link}"))?;
+        symlink(target, dev.join(link))
+            .with_context(|| format!("symlink /dev/{link}"))?;
     }
     Ok(())
 }
@@ -130,7 +135,10 @@ pub fn mount_dev() -> Result<()> {
 pub fn mount_sys() -> Result<()> {
     let sys = Path::new("/sys");
     mkdir(sys)?;
-    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let flags = MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NOEXEC
+        | MsFlags::MS_NODEV;
     mount(Some("sysfs"), sys, Some("sysfs"), flags, None::<&str>)
         .context("mount(sysfs, /sys, MS_RDONLY)")
 }
@@ -139,7 +147,8 @@ pub fn mount_sys() -> Result<()> {
 // ANCHOR: mkdir
 /// An image need not have /dev, /proc or /sys: create the mount points.
 pub fn mkdir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).with_context(|| format!("mkdir {}", path.display()))
+    fs::create_dir_all(path)
+        .with_context(|| format!("mkdir {}", path.display()))
 }
 // ANCHOR_END: mkdir
 // @end

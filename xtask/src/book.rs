@@ -11,6 +11,14 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+/// `cargo xtask book [ARGS]`; without arguments, every check of the book.
+pub fn main(root: &Path, args: &[String]) -> Result<()> {
+    if let Some(arg) = args.first() {
+        bail!("xtask book: unknown argument {arg:?}");
+    }
+    check(root)
+}
+
 pub fn check(root: &Path) -> Result<()> {
     let book = root.join("book");
     let mut problems = Vec::new();

@@ -1,21 +1,39 @@
 //! Workspace tasks, run with `cargo xtask <task>`:
 //!
 //! - `split [--check]`: write (or check) the chapters/ crates from mydocker/
-//! - `book`: build the book and check that every listing resolves
+//! - `book [...]`: check the book: every listing resolves, the rendered
+//!   pages are intact, and every console transcript is what a real run
+//!   prints (`--bless` rewrites the transcripts from a real run)
 //! - `test`: everything CI runs (see `test.rs`), including the stage tests
 //!   on a cgroup v2 kernel under QEMU when this host has cgroup v1 (`qemu.rs`)
-//! - `test --stage N [--bin PATH]`: the end-to-end tests of stages 1..=N
-//!   against one binary, e.g. your own
+//! - `test --stage N [--bin PATH]`: grade one binary (see `grade.rs`)
+//! - `grade [...]`: grade binaries, e.g. a class's, against the stage tests
+//! - `broken [...]`: check that the stage tests catch every broken variant
+//! - `install --stage N [--bin PATH]`: install a stage as `mydocker`
+//! - `tags`: tag every stage in git, `stage-01-namespace`, ...
 
 mod book;
+mod broken;
+mod grade;
+mod install;
 mod qemu;
 mod split;
 mod stages;
+mod tags;
 mod test;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <task>
+  split [--check]                     write (check) chapters/ from mydocker/
+  book [--bless] [--chapter N]        check the book, transcripts included
+  test [--stage N] [--bin PATH]       everything CI runs; or grade one binary
+  grade [--stage N] BIN...            grade binaries against the stage tests
+  broken [--stage N]                  the tests must catch each broken variant
+  install --stage N [--bin PATH]      install stage N as /usr/local/bin/mydocker
+  tags                                tag each stage: stage-01-namespace, ...";
 
 fn main() {
     if let Err(err) = run() {
@@ -28,13 +46,21 @@ fn run() -> Result<()> {
     let root = workspace_root()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((task, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask <split [--check] | book | test [--stage N] [--bin PATH]>");
+        bail!("{USAGE}");
     };
     match task.as_str() {
         "split" => split::split(&root, rest.iter().any(|a| a == "--check")),
-        "book" => book::check(&root),
+        "book" => book::main(&root, rest),
         "test" => test::run(&root, &test::Options::parse(rest)?),
-        other => bail!("unknown task {other:?}: expected split, book or test"),
+        "grade" => grade::main(&root, rest),
+        "broken" => broken::main(&root, rest),
+        "install" => install::main(&root, rest),
+        "tags" => tags::main(&root, rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}\n{USAGE}"),
     }
 }
 

@@ -2,11 +2,12 @@
 //!
 //! 1. formatting, clippy and the unit tests of the workspace
 //! 2. `split --check`: the chapters/ crates match mydocker/
-//! 3. the book builds and every listing resolves
-//! 4. every chapter crate builds (warnings are errors)
+//! 3. every chapter crate builds (warnings are errors)
+//! 4. the book: listings resolve, pages render intact, transcripts match
 //! 5. the end-to-end tests of stages 1..=N against chapter N's binary, for
 //!    every stage N, then all of them against the complete mydocker/
-//! 6. on a host with cgroup v1, the tests of the cgroup stages once more, on
+//! 6. the stage tests catch every broken variant (`broken.rs`)
+//! 7. on a host with cgroup v1, the tests of the cgroup stages once more, on
 //!    a cgroup v2 kernel booted under QEMU (see `qemu.rs`)
 //!
 //! `cargo xtask test --stage N [--bin PATH]` runs only step 5, for one
@@ -83,17 +84,20 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         &["test", "--workspace", "--exclude", "mydocker-stage-tests"],
     )?;
     crate::split::split(root, true)?;
-    crate::book::check(root)?;
 
     let mut binaries = Vec::new();
     for stage in STAGES {
         binaries.push((stage.number, build_chapter(root, stage.number)?));
     }
     cargo(root, &["build", "--package", "mydocker"])?;
+    // The book's transcripts run against the chapters' binaries.
+    crate::book::main(root, &[])?;
     for (stage, bin) in &binaries {
         end_to_end(root, *stage, bin)?;
     }
     end_to_end(root, stages::last(), &root.join("target/debug/mydocker"))?;
+    // The stage tests must fail on every broken variant of the program.
+    crate::broken::main(root, &[])?;
     crate::qemu::v2_tests(root)?;
     println!("xtask: every check passed");
     Ok(())
@@ -102,7 +106,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
 /// Build chapters/NN-slug and return its binary. All chapters share one
 /// target directory, so their dependencies are compiled once; each binary is
 /// then copied out of the way of the next chapter's.
-fn build_chapter(root: &Path, number: u32) -> Result<PathBuf> {
+pub fn build_chapter(root: &Path, number: u32) -> Result<PathBuf> {
     let stage = stages::find(number).context("no such stage")?;
     let manifest = root.join("chapters").join(stage.slug).join("Cargo.toml");
     let target = root.join("target/chapters");

@@ -44,7 +44,8 @@ fn read_config() -> Result<ContainerConfig> {
     let mut json = String::new();
     pipe.read_to_string(&mut json)
         .context("read from the init pipe")?;
-    serde_json::from_str(&json).context("parse the configuration from the init pipe")
+    serde_json::from_str(&json)
+        .context("parse the configuration from the init pipe")
 }
 // ANCHOR_END: read_config
 
@@ -72,7 +73,8 @@ fn make_mounts_private() -> Result<()> {
 /// whoever mounts it, so `ps` in the container sees only the container.
 fn mount_proc() -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>).context("mount(proc, /proc)")
+    mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
+        .context("mount(proc, /proc)")
 }
 // ANCHOR_END: proc
 
@@ -84,7 +86,8 @@ fn hand_over() -> Result<()> {
     // An ignored signal stays ignored across exec: `yes | head -1` would
     // print "Broken pipe" instead of ending quietly.
     // SAFETY: restoring the default disposition installs no handler.
-    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.context("signal(SIGPIPE)")?;
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }
+        .context("signal(SIGPIPE)")?;
     // Descriptors that mydocker inherited from whoever started it, beyond
     // stdin, stdout and stderr, must not reach the container: mark them
     // close-on-exec.

@@ -44,14 +44,16 @@ impl Limits {
     pub fn from_args(args: &RunArgs, online: &BTreeSet<u32>) -> Result<Limits> {
         let mut limits = Limits::default();
         if let Some(text) = &args.memory {
-            let bytes = parse_size(text).with_context(|| format!("--memory {text}"))?;
+            let bytes =
+                parse_size(text).with_context(|| format!("--memory {text}"))?;
             if bytes < MIN_MEMORY {
                 bail!("--memory {text}: the minimum is 6m");
             }
             limits.memory = Some(bytes);
         }
         if let Some(text) = &args.cpus {
-            let quota = parse_cpus(text).with_context(|| format!("--cpus {text}"))?;
+            let quota =
+                parse_cpus(text).with_context(|| format!("--cpus {text}"))?;
             let cpus = online.len() as u64;
             if quota > cpus * CPU_PERIOD {
                 bail!("--cpus {text}: this machine has {cpus} CPU(s): use a number from 0.01 to {cpus}");
@@ -69,13 +71,16 @@ impl Limits {
             limits.cpu_shares = Some(shares);
         }
         if let Some(text) = &args.cpuset_cpus {
-            let ranges = parse_cpu_ranges(text).with_context(|| format!("--cpuset-cpus {text}"))?;
+            let ranges = parse_cpu_ranges(text)
+                .with_context(|| format!("--cpuset-cpus {text}"))?;
             // Check the ranges before expanding them: `0-4294967295` is four
             // billion CPUs. `find` stops at the first CPU that is not
             // online, after at most as many steps as there are online CPUs.
             let offline = ranges
                 .iter()
-                .filter_map(|&(first, last)| (first..=last).find(|cpu| !online.contains(cpu)))
+                .filter_map(|&(first, last)| {
+                    (first..=last).find(|cpu| !online.contains(cpu))
+                })
                 .min();
             if let Some(cpu) = offline {
                 bail!(
@@ -213,7 +218,8 @@ pub fn format_cpu_list(cpus: &BTreeSet<u32>) -> String {
 /// The CPUs the kernel may schedule on now.
 pub fn online_cpus() -> Result<BTreeSet<u32>> {
     let path = "/sys/devices/system/cpu/online";
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read {path}"))?;
     parse_cpu_list(&text).with_context(|| format!("parse {path}"))
 }
 
@@ -304,19 +310,24 @@ mod tests {
 
     #[test]
     fn bad_options_say_which_and_why() {
-        let message = |options: &[&str]| format!("{:#}", limits(options).unwrap_err());
-        assert!(message(&["-m", "64x"]).starts_with("--memory 64x: expected a size"));
+        let message =
+            |options: &[&str]| format!("{:#}", limits(options).unwrap_err());
+        assert!(message(&["-m", "64x"])
+            .starts_with("--memory 64x: expected a size"));
         assert!(message(&["-m", "1m"]).contains("minimum"));
         assert!(message(&["--cpus", "3"]).contains("this machine has 2 CPU(s)"));
         assert!(message(&["--cpus", "x"]).starts_with("--cpus x: expected"));
         assert!(message(&["--cpu-shares", "1"]).contains("from 2 to 262144"));
-        assert!(message(&["--cpuset-cpus", "0,5"]).contains("CPU 5 is not online"));
+        assert!(
+            message(&["--cpuset-cpus", "0,5"]).contains("CPU 5 is not online")
+        );
         assert!(message(&["--pids-limit", "0"]).contains("at least 1"));
     }
 
     #[test]
     fn a_huge_cpu_range_is_refused_at_once() {
-        let message = |options: &[&str]| format!("{:#}", limits(options).unwrap_err());
+        let message =
+            |options: &[&str]| format!("{:#}", limits(options).unwrap_err());
         assert_eq!(
             parse_cpu_ranges("0-4294967295,7").unwrap(),
             [(0, u32::MAX), (7, 7)]

@@ -31,10 +31,12 @@ pub fn create(tarball: &Path) -> Result<()> {
         bail!("{HOST_BUSYBOX} is dynamically linked and would not run inside the image: install `busybox-static`");
     }
     let dir = tarball.parent().context("image path has no directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("mkdir {}", dir.display()))?;
     let partial = dir.join(format!(".{IMAGE}.tar.{}", std::process::id()));
     let result = write_image(&partial, &binary).and_then(|()| {
-        fs::rename(&partial, tarball).with_context(|| format!("rename to {}", tarball.display()))
+        fs::rename(&partial, tarball)
+            .with_context(|| format!("rename to {}", tarball.display()))
     });
     if result.is_err() {
         let _ = fs::remove_file(&partial);
@@ -45,10 +47,12 @@ pub fn create(tarball: &Path) -> Result<()> {
 
 // ANCHOR: layout
 fn write_image(path: &Path, binary: &[u8]) -> Result<()> {
-    let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let file = File::create(path)
+        .with_context(|| format!("create {}", path.display()))?;
     let mut tar = Builder::new(file);
     for dir in [
-        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "var", "home",
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "dev", "proc",
+        "sys", "var", "home",
     ] {
         add(&mut tar, EntryType::Directory, dir, 0o755, b"")?;
     }
@@ -113,12 +117,20 @@ fn applets() -> Result<Vec<String>> {
     Ok(list
         .lines()
         .map(|line| line.trim().trim_start_matches('/').to_string())
-        .filter(|path| !path.is_empty() && path != "bin/busybox" && !path.contains(".."))
+        .filter(|path| {
+            !path.is_empty() && path != "bin/busybox" && !path.contains("..")
+        })
         .collect())
 }
 
 /// Append one entry owned by root. For a symlink, `data` is its target.
-fn add(tar: &mut Builder<File>, kind: EntryType, path: &str, mode: u32, data: &[u8]) -> Result<()> {
+fn add(
+    tar: &mut Builder<File>,
+    kind: EntryType,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) -> Result<()> {
     let mut header = Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(mode);
@@ -152,11 +164,14 @@ fn is_dynamically_linked(elf: &[u8]) -> bool {
         )
     };
     // 64-bit little-endian ELF: program headers at e_phoff, e_phnum of them.
-    let (Some(phoff), Some(size), Some(count)) = (read(0x20, 8), read(0x36, 2), read(0x38, 2))
+    let (Some(phoff), Some(size), Some(count)) =
+        (read(0x20, 8), read(0x36, 2), read(0x38, 2))
     else {
         return false;
     };
-    (0..count).any(|i| read((phoff + i * size) as usize, 4) == Some(u64::from(PT_INTERP)))
+    (0..count).any(|i| {
+        read((phoff + i * size) as usize, 4) == Some(u64::from(PT_INTERP))
+    })
 }
 // ANCHOR_END: elf
 

@@ -18,11 +18,16 @@ pub struct Container {
 
 impl Container {
     /// Unpack the image of container `id` into its directory.
-    pub fn create(paths: &Paths, id: &str, image_name: &str) -> Result<Container> {
+    pub fn create(
+        paths: &Paths,
+        id: &str,
+        image_name: &str,
+    ) -> Result<Container> {
         let tarball = image::find(paths, image_name)?;
         let id = id.to_string();
         let dir = paths.container(&id);
-        fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        fs::create_dir_all(&dir)
+            .with_context(|| format!("mkdir {}", dir.display()))?;
         // From here on, dropping `container` removes the directory again.
         let container = Container { id, dir };
         image::unpack(&tarball, &container.rootfs())?;

@@ -52,7 +52,9 @@ pub fn list(paths: &Paths) -> Result<Vec<String>> {
     if !dir.exists() {
         return Ok(names);
     }
-    for entry in fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+    for entry in
+        fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))?
+    {
         let file = entry?.file_name().to_string_lossy().into_owned();
         if let Some(name) = file.strip_suffix(".tar") {
             if !name.starts_with('.') {
@@ -69,9 +71,9 @@ pub fn check_name(name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
+        });
     if !valid {
         bail!("invalid image name {name:?}: use lowercase letters, digits, '.', '_' and '-'");
     }
@@ -87,13 +89,17 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
     let name = dest
         .file_name()
         .context("unpack: destination has no name")?;
-    let partial = dest.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let partial =
+        dest.with_file_name(format!(".{}.partial", name.to_string_lossy()));
     if partial.exists() {
-        fs::remove_dir_all(&partial).with_context(|| format!("remove {}", partial.display()))?;
+        fs::remove_dir_all(&partial)
+            .with_context(|| format!("remove {}", partial.display()))?;
     }
-    fs::create_dir_all(&partial).with_context(|| format!("mkdir {}", partial.display()))?;
+    fs::create_dir_all(&partial)
+        .with_context(|| format!("mkdir {}", partial.display()))?;
     let result = unpack_entries(tarball, &partial).and_then(|()| {
-        fs::rename(&partial, dest).with_context(|| format!("rename to {}", dest.display()))
+        fs::rename(&partial, dest)
+            .with_context(|| format!("rename to {}", dest.display()))
     });
     if result.is_err() {
         let _ = fs::remove_dir_all(&partial);
@@ -105,7 +111,8 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
 // ANCHOR: open
 /// Open a tarball, through gzip when it starts with gzip's magic bytes.
 fn open(tarball: &Path) -> Result<Box<dyn Read>> {
-    let mut file = File::open(tarball).with_context(|| format!("open {}", tarball.display()))?;
+    let mut file = File::open(tarball)
+        .with_context(|| format!("open {}", tarball.display()))?;
     let mut magic = [0u8; 2];
     let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
     file.rewind()?;
@@ -136,14 +143,17 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
             .path()
             .context("an entry has an invalid path")?
             .into_owned();
-        let relative = inside(&path).with_context(|| format!("entry {}", path.display()))?;
+        let relative = inside(&path)
+            .with_context(|| format!("entry {}", path.display()))?;
         if relative.as_os_str().is_empty() {
             continue; // "./" itself
         }
         no_symlink_on_the_way(root, &relative)
             .with_context(|| format!("entry {}", path.display()))?;
         let kind = entry.header().entry_type();
-        if let Some(link) = entry.link_name().context("an entry has an invalid link")? {
+        if let Some(link) =
+            entry.link_name().context("an entry has an invalid link")?
+        {
             let ok = match kind {
                 // A hard link names another entry of the archive.
                 EntryType::Link => inside(&link).is_ok(),
@@ -192,7 +202,9 @@ fn inside(path: &Path) -> Result<PathBuf> {
         match part {
             Component::Normal(part) => relative.push(part),
             Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => bail!("absolute path outside the image"),
+            Component::RootDir | Component::Prefix(_) => {
+                bail!("absolute path outside the image")
+            }
             Component::ParentDir => bail!("`..` climbs outside the image"),
         }
     }
@@ -249,17 +261,18 @@ fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
         // GNU tar leaves a FIFO's device numbers empty: do not read them.
         EntryType::Fifo => (SFlag::S_IFIFO, 0, 0),
         kind => {
-            let number =
-                |n: std::io::Result<Option<u32>>| n.ok().flatten().context("bad device number");
+            let number = |n: std::io::Result<Option<u32>>| {
+                n.ok().flatten().context("bad device number")
+            };
             let (major, minor) = (
                 number(header.device_major())?,
                 number(header.device_minor())?,
             );
             let harmless = kind == EntryType::Char
                 && ((major, minor) == (0, 0)
-                    || DEVICES
-                        .iter()
-                        .any(|(_, ma, mi)| (*ma, *mi) == (u64::from(major), u64::from(minor))));
+                    || DEVICES.iter().any(|(_, ma, mi)| {
+                        (*ma, *mi) == (u64::from(major), u64::from(minor))
+                    }));
             if !harmless {
                 let letter = if kind == EntryType::Block { 'b' } else { 'c' };
                 bail!("device {letter} {major}:{minor} refused: an image may only hold null, zero, full, random, urandom and tty");
@@ -269,10 +282,12 @@ fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
     };
     let mode = header.mode()? & 0o7777;
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("mkdir {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("mkdir {}", parent.display()))?;
     }
     if fs::symlink_metadata(dest).is_ok() {
-        fs::remove_file(dest).with_context(|| format!("remove {}", dest.display()))?;
+        fs::remove_file(dest)
+            .with_context(|| format!("remove {}", dest.display()))?;
     }
     let dev = makedev(u64::from(major), u64::from(minor));
     mknod(dest, kind, Mode::from_bits_truncate(mode), dev)
@@ -282,7 +297,8 @@ fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
         .with_context(|| format!("chmod {}", dest.display()))?;
     let uid = Uid::from_raw(header.uid()? as u32);
     let gid = Gid::from_raw(header.gid()? as u32);
-    chown(dest, Some(uid), Some(gid)).with_context(|| format!("chown {}", dest.display()))?;
+    chown(dest, Some(uid), Some(gid))
+        .with_context(|| format!("chown {}", dest.display()))?;
     Ok(())
 }
 // ANCHOR_END: make_node

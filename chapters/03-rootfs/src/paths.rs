@@ -30,7 +30,8 @@ impl Paths {
     /// below it: a setuid-root program written in a container must not be
     /// runnable by the host's users through the container's directory.
     pub fn create_root(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).with_context(|| format!("mkdir {}", self.root.display()))?;
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("mkdir {}", self.root.display()))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("chmod 700 {}", self.root.display()))
     }

@@ -25,7 +25,9 @@ use crate::{namespace, signals};
 // ANCHOR: run
 pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     if !Uid::effective().is_root() {
-        bail!("run needs root to create namespaces: try `sudo mydocker run ...`");
+        bail!(
+            "run needs root to create namespaces: try `sudo mydocker run ...`"
+        );
     }
     if args.tty && args.interactive && !std::io::stdin().is_terminal() {
         bail!("-t needs a terminal on standard input: drop -t when you pipe into the container");
@@ -105,7 +107,8 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
 /// variables (its PATH, HOME, SSH_AUTH_SOCK...) are none of its business.
 fn environment(hostname: &str, tty: bool) -> Vec<String> {
     let mut env = vec![
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            .to_string(),
         format!("HOSTNAME={hostname}"),
         "HOME=/root".to_string(),
     ];
@@ -120,7 +123,8 @@ fn environment(hostname: &str, tty: bool) -> Vec<String> {
 /// Write the configuration as JSON and close the pipe, which releases init.
 fn send_config(pipe: OwnedFd, config: &ContainerConfig) -> Result<()> {
     let mut pipe = File::from(pipe);
-    serde_json::to_writer(&mut pipe, config).context("write to the init pipe")?;
+    serde_json::to_writer(&mut pipe, config)
+        .context("write to the init pipe")?;
     pipe.flush().context("write to the init pipe")?;
     Ok(()) // dropping `pipe` closes it: init reads end-of-file
 }
@@ -142,9 +146,13 @@ fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
 /// an exit code, the shell's way: its own code, or 128 + the signal number.
 fn wait_for(child: Pid) -> Result<i32> {
     loop {
-        match waitpid(child, None).with_context(|| format!("waitpid({child})"))? {
+        match waitpid(child, None)
+            .with_context(|| format!("waitpid({child})"))?
+        {
             WaitStatus::Exited(_, code) => return Ok(code),
-            WaitStatus::Signaled(_, signal, _) => return Ok(128 + signal as i32),
+            WaitStatus::Signaled(_, signal, _) => {
+                return Ok(128 + signal as i32)
+            }
             // Stopped or continued: only reported with WUNTRACED/WCONTINUED,
             // which we do not ask for; the match must still cover them.
             _ => continue,

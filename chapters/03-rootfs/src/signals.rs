@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 use nix::libc;
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::{
+    sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal,
+};
 use nix::unistd::Pid;
 
 // ANCHOR: forward
@@ -20,7 +22,8 @@ static CONTAINER: AtomicI32 = AtomicI32::new(0);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The signals we forward.
-const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+const FORWARDED: [Signal; 3] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 extern "C" fn forward(signal: libc::c_int) {
     // Only async-signal-safe calls here: an atomic load and kill(2).
@@ -46,7 +49,8 @@ pub fn install() -> Result<()> {
     );
     for signal in FORWARDED {
         // SAFETY: the handler only performs async-signal-safe operations.
-        unsafe { sigaction(signal, &action) }.with_context(|| format!("sigaction({signal})"))?;
+        unsafe { sigaction(signal, &action) }
+            .with_context(|| format!("sigaction({signal})"))?;
     }
     Ok(())
 }

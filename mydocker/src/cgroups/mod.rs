@@ -79,7 +79,8 @@ impl Layout {
     /// The layout of this host.
     pub fn detect() -> Result<Layout> {
         let path = "/proc/self/mountinfo";
-        let text = fs::read_to_string(path).with_context(|| format!("read {path}"))?;
+        let text =
+            fs::read_to_string(path).with_context(|| format!("read {path}"))?;
         Layout::from_mountinfo(&text)
     }
 
@@ -105,13 +106,17 @@ impl Layout {
                 Some("cgroup") => {
                     let controllers: Vec<String> = options
                         .split(',')
-                        .filter(|o| !NOT_CONTROLLERS.contains(o) && !o.contains('='))
+                        .filter(|o| {
+                            !NOT_CONTROLLERS.contains(o) && !o.contains('=')
+                        })
                         .map(String::from)
                         .collect();
                     // Skip hierarchies without a controller (name=systemd)
                     // and second mounts of one we already have.
                     if !controllers.is_empty()
-                        && !hierarchies.iter().any(|h| h.controllers == controllers)
+                        && !hierarchies
+                            .iter()
+                            .any(|h| h.controllers == controllers)
                     {
                         hierarchies.push(Hierarchy { controllers, mount });
                     }
@@ -125,7 +130,9 @@ impl Layout {
                 unified,
             }),
             (true, Some(root)) => Ok(Layout::V2 { root }),
-            (true, None) => bail!("no cgroup filesystem is mounted (see /proc/self/mountinfo)"),
+            (true, None) => bail!(
+                "no cgroup filesystem is mounted (see /proc/self/mountinfo)"
+            ),
         }
     }
     // ANCHOR_END: detect
@@ -145,7 +152,9 @@ impl Layout {
         Ok(match self {
             Layout::V1 { hierarchies, .. } => hierarchies
                 .iter()
-                .flat_map(|h| h.controllers.iter().map(|c| (c.clone(), h.mount.clone())))
+                .flat_map(|h| {
+                    h.controllers.iter().map(|c| (c.clone(), h.mount.clone()))
+                })
                 .collect(),
             Layout::V2 { root } => v2::available(root)?
                 .into_iter()
@@ -213,9 +222,14 @@ impl Plan {
     pub fn new(layout: &Layout, id: &str, limits: &Limits) -> Result<Plan> {
         match layout {
             Layout::V1 { hierarchies, .. } => v1::plan(hierarchies, id, limits)
-                .with_context(|| format!("{}: see `mydocker info`", layout.name())),
-            Layout::V2 { root } => v2::plan(root, &v2::available(root)?, id, limits)
-                .with_context(|| format!("{}: see `mydocker info`", layout.name())),
+                .with_context(|| {
+                    format!("{}: see `mydocker info`", layout.name())
+                }),
+            Layout::V2 { root } => {
+                v2::plan(root, &v2::available(root)?, id, limits).with_context(
+                    || format!("{}: see `mydocker info`", layout.name()),
+                )
+            }
         }
     }
 }
@@ -245,7 +259,11 @@ impl Cgroup {
                 // Another container that ended just now may have removed
                 // the shared `mydocker` parent between our mkdir and our
                 // use of it. Every step can be done twice: start again.
-                Err(err) if errno(&err) == Some(Errno::ENOENT) && attempt < 5 => attempt += 1,
+                Err(err)
+                    if errno(&err) == Some(Errno::ENOENT) && attempt < 5 =>
+                {
+                    attempt += 1
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -278,9 +296,11 @@ impl Cgroup {
             match fs::remove_dir(parent).map_err(os) {
                 // Busy: another container is in it. Gone: removed by
                 // another container that ended at the same time.
-                Ok(()) | Err(Errno::EBUSY | Errno::ENOTEMPTY | Errno::ENOENT) => {}
+                Ok(())
+                | Err(Errno::EBUSY | Errno::ENOTEMPTY | Errno::ENOENT) => {}
                 Err(err) => {
-                    result = result.and(Err(err).with_context(|| rmdir_context(parent)));
+                    result = result
+                        .and(Err(err).with_context(|| rmdir_context(parent)));
                 }
             }
         }
@@ -307,7 +327,9 @@ fn remove_leaf(dir: &Path) -> Result<()> {
             Err(err) => return Err(err).with_context(|| rmdir_context(dir)),
         }
     }
-    Err(Errno::EBUSY).with_context(|| format!("{}: processes are still in it", rmdir_context(dir)))
+    Err(Errno::EBUSY).with_context(|| {
+        format!("{}: processes are still in it", rmdir_context(dir))
+    })
 }
 // ANCHOR_END: remove
 
@@ -319,7 +341,9 @@ fn apply(step: &Step) -> Result<()> {
     match step {
         Step::Mkdir(dir) => match fs::create_dir(dir).map_err(os) {
             Ok(()) | Err(Errno::EEXIST) => Ok(()),
-            Err(err) => Err(err).with_context(|| format!("mkdir {}", dir.display())),
+            Err(err) => {
+                Err(err).with_context(|| format!("mkdir {}", dir.display()))
+            }
         },
         Step::Write(file, value) => write(file, value),
         Step::WriteIfExists(file, value) if file.exists() => write(file, value),
@@ -481,7 +505,8 @@ mod tests {
     }
 
     pub fn value(file: PathBuf) -> String {
-        fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
     }
 
     #[test]

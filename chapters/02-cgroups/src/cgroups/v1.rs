@@ -16,7 +16,11 @@ use crate::limits::{Limits, CPU_PERIOD};
 const CONTROLLERS: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
 
 // ANCHOR: plan
-pub fn plan(hierarchies: &[Hierarchy], id: &str, limits: &Limits) -> Result<Plan> {
+pub fn plan(
+    hierarchies: &[Hierarchy],
+    id: &str,
+    limits: &Limits,
+) -> Result<Plan> {
     for (controller, option) in limits.controllers() {
         if !hierarchies.iter().any(|h| h.has(controller)) {
             bail!("the {controller} controller is not mounted, so {option} cannot be enforced");
@@ -42,7 +46,8 @@ pub fn plan(hierarchies: &[Hierarchy], id: &str, limits: &Limits) -> Result<Plan
         steps.push(Step::Mkdir(leaf.clone()));
         if hierarchy.has("cpuset") {
             match &limits.cpuset_cpus {
-                Some(cpus) => steps.push(Step::Write(leaf.join("cpuset.cpus"), cpus.clone())),
+                Some(cpus) => steps
+                    .push(Step::Write(leaf.join("cpuset.cpus"), cpus.clone())),
                 None => copy(steps, &parent, &leaf, "cpuset.cpus"),
             }
             copy(steps, &parent, &leaf, "cpuset.mems");
@@ -73,7 +78,10 @@ pub fn plan(hierarchies: &[Hierarchy], id: &str, limits: &Limits) -> Result<Plan
                 ));
             }
             if let Some(shares) = limits.cpu_shares {
-                steps.push(Step::Write(leaf.join("cpu.shares"), shares.to_string()));
+                steps.push(Step::Write(
+                    leaf.join("cpu.shares"),
+                    shares.to_string(),
+                ));
             }
         }
         if let (true, Some(pids)) = (hierarchy.has("pids"), limits.pids) {
@@ -127,7 +135,8 @@ mod tests {
 
     #[test]
     fn writes_every_limit_in_order() {
-        let plan = plan(&hierarchies(Path::new("/cg")), ID, &every_limit()).unwrap();
+        let plan =
+            plan(&hierarchies(Path::new("/cg")), ID, &every_limit()).unwrap();
         let w = |p: &str, v: &str| Step::Write(path(p), v.into());
         let c = |from: &str, to: &str| Step::Copy {
             from: path(from),
@@ -176,11 +185,14 @@ mod tests {
 
     #[test]
     fn without_limits_the_cpuset_is_still_filled_in() {
-        let plan = plan(&hierarchies(Path::new("/cg")), ID, &Limits::default()).unwrap();
+        let plan = plan(&hierarchies(Path::new("/cg")), ID, &Limits::default())
+            .unwrap();
         let cpuset: Vec<&Step> = plan
             .steps
             .iter()
-            .filter(|s| format!("{s:?}").contains("/cg/cpuset/mydocker/c0ffee/"))
+            .filter(|s| {
+                format!("{s:?}").contains("/cg/cpuset/mydocker/c0ffee/")
+            })
             .collect();
         assert_eq!(
             cpuset,
@@ -250,7 +262,8 @@ mod tests {
             cpuset_cpus: None,
             ..every_limit()
         };
-        let mut cgroup = Cgroup::create(plan(&hierarchies, ID, &limits).unwrap()).unwrap();
+        let mut cgroup =
+            Cgroup::create(plan(&hierarchies, ID, &limits).unwrap()).unwrap();
         cgroup.add(Pid::from_raw(4242)).unwrap();
 
         assert_eq!(value(root.join("cpuset/mydocker/cpuset.cpus")), "0-1");

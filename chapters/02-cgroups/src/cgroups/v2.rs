@@ -24,7 +24,12 @@ pub fn available(root: &Path) -> Result<Vec<String>> {
 }
 
 // ANCHOR: plan
-pub fn plan(root: &Path, available: &[String], id: &str, limits: &Limits) -> Result<Plan> {
+pub fn plan(
+    root: &Path,
+    available: &[String],
+    id: &str,
+    limits: &Limits,
+) -> Result<Plan> {
     for (controller, option) in limits.controllers() {
         if !available.iter().any(|c| c == controller) {
             bail!(
@@ -138,7 +143,8 @@ mod tests {
             cpuset_cpus: Some("0".into()),
             pids: Some(20),
         };
-        let plan = plan(Path::new("/cg"), &available(ALL), ID, &limits).unwrap();
+        let plan =
+            plan(Path::new("/cg"), &available(ALL), ID, &limits).unwrap();
         let enable = "+cpuset +cpu +memory +pids";
         assert_eq!(
             plan.steps,
@@ -148,7 +154,10 @@ mod tests {
                 w("/cg/mydocker/cgroup.subtree_control", enable),
                 Step::Mkdir("/cg/mydocker/c0ffee".into()),
                 w("/cg/mydocker/c0ffee/memory.max", "33554432"),
-                Step::WriteIfExists("/cg/mydocker/c0ffee/memory.swap.max".into(), "0".into()),
+                Step::WriteIfExists(
+                    "/cg/mydocker/c0ffee/memory.swap.max".into(),
+                    "0".into()
+                ),
                 w("/cg/mydocker/c0ffee/cpu.max", "20000 100000"),
                 w("/cg/mydocker/c0ffee/cpu.weight", "20"),
                 w("/cg/mydocker/c0ffee/cpuset.cpus", "0"),
@@ -187,7 +196,9 @@ mod tests {
             cpu_quota: Some(50_000),
             ..Limits::default()
         };
-        let err = plan(Path::new("/cg"), &available("memory pids"), ID, &limits).unwrap_err();
+        let err =
+            plan(Path::new("/cg"), &available("memory pids"), ID, &limits)
+                .unwrap_err();
         assert_eq!(
             err.to_string(),
             "the cpu controller is not available in /cg/cgroup.controllers (it has: memory pids), so --cpus cannot be enforced"

@@ -1,0 +1,9 @@
+//! `cargo xtask tags`: not written yet.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+pub fn main(_root: &Path, _args: &[String]) -> Result<()> {
+    bail!("xtask tags is not written yet")
+}
