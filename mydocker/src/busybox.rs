@@ -26,10 +26,16 @@ const HOST_BUSYBOX: &str = "/bin/busybox";
 /// image or the whole of it.
 pub fn create(tarball: &Path) -> Result<()> {
     let binary = fs::read(HOST_BUSYBOX).with_context(|| {
-        format!("read {HOST_BUSYBOX}: the busybox image is made from it; install it with `apt-get install busybox-static`")
+        format!(
+            "read {HOST_BUSYBOX}: the busybox image is made from it; \
+             install it with `apt-get install busybox-static`"
+        )
     })?;
     if is_dynamically_linked(&binary) {
-        bail!("{HOST_BUSYBOX} is dynamically linked and would not run inside the image: install `busybox-static`");
+        bail!(
+            "{HOST_BUSYBOX} is dynamically linked and would not run \
+             inside the image: install `busybox-static`"
+        );
     }
     let dir = tarball.parent().context("image path has no directory")?;
     fs::create_dir_all(dir)
@@ -58,7 +64,9 @@ fn write_image(path: &Path, binary: &[u8]) -> Result<()> {
         add(&mut tar, EntryType::Directory, dir, 0o755, b"")?;
     }
     add(&mut tar, EntryType::Directory, "root", 0o700, b"")?;
-    add(&mut tar, EntryType::Directory, "tmp", 0o1777, b"")?; // sticky, writable by all
+    // Sticky and writable by all: anyone may add files, only their owner
+    // may delete them.
+    add(&mut tar, EntryType::Directory, "tmp", 0o1777, b"")?;
     add(&mut tar, EntryType::Regular, "bin/busybox", 0o755, binary)?;
     for applet in applets()? {
         // A relative link, so it still resolves after pivot_root: from
@@ -81,7 +89,8 @@ fn write_image(path: &Path, binary: &[u8]) -> Result<()> {
         EntryType::Regular,
         "etc/passwd",
         0o644,
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+        b"root:x:0:0:root:/root:/bin/sh\n\
+          nobody:x:65534:65534:nobody:/home:/bin/false\n",
     )?;
     add(
         &mut tar,

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     // @stage 3
     // ANCHOR: root
-    /// Where mydocker keeps its images and containers [default: /var/lib/mydocker]
+    /// Where mydocker keeps images and containers [default: /var/lib/mydocker]
     #[arg(long, global = true, env = "MYDOCKER_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
     // ANCHOR_END: root

@@ -1,12 +1,25 @@
 // @stage 3
 //! A container's files on the host: `<root>/containers/ID/rootfs`, its own
 //! unpacked copy of the image.
+//!
+//! The directory lives exactly as long as the `run` that made it: `run`
+//! removes it when the container ends, and if `run` itself is killed
+//! (`kill -9` gives it no chance to clean up), the next `run` notices and
+//! removes what it left. To tell a live container from a dead one, each
+//! `run` holds a lock on its container's directory: flock(2) locks belong
+//! to an open file, so the kernel releases them when their holder dies,
+//! however it dies.
 
-use std::fs;
-use std::path::PathBuf;
+use std::fs::{self, DirBuilder, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::libc;
 
+use crate::cgroups::Cgroup;
 use crate::id;
 use crate::image;
 use crate::paths::Paths;
@@ -15,6 +28,8 @@ use crate::paths::Paths;
 pub struct Container {
     pub id: String,
     dir: PathBuf,
+    /// The directory, open and locked: this `run` is alive.
+    _lock: File,
 }
 
 impl Container {
@@ -25,12 +40,24 @@ impl Container {
         image_name: &str,
     ) -> Result<Container> {
         let tarball = image::find(paths, image_name)?;
-        let id = id.to_string();
-        let dir = paths.container(&id);
-        fs::create_dir_all(&dir)
+        let dir = paths.container(id);
+        // Make the directory and lock it in one step, as far as another
+        // `run` looking for dead containers can tell (it takes the same
+        // lock on `containers/` first): an unlocked directory is dead.
+        let store = lock_store(paths)?;
+        // 0700: the host's users must not reach the container's files, say
+        // a setuid-root program written in the container.
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
             .with_context(|| format!("mkdir {}", dir.display()))?;
         // From here on, dropping `container` removes the directory again.
-        let container = Container { id, dir };
+        let container = Container {
+            id: id.to_string(),
+            _lock: lock(&dir, libc::LOCK_EX)?,
+            dir,
+        };
+        drop(store);
         image::unpack(&tarball, &container.rootfs())?;
         Ok(container)
     }
@@ -53,4 +80,56 @@ impl Drop for Container {
     }
 }
 // ANCHOR_END: container
+
+// ANCHOR: remove_dead
+/// Remove what killed `run`s left behind: every container directory that
+/// nobody holds locked, and the container's cgroup.
+pub fn remove_dead(paths: &Paths) -> Result<()> {
+    let store = lock_store(paths)?;
+    let mut dead = Vec::new();
+    for entry in fs::read_dir(paths.containers())? {
+        let dir = entry?.path();
+        // Not blocking: a lock we cannot have is held by a live `run`.
+        if let Ok(lock) = lock(&dir, libc::LOCK_EX | libc::LOCK_NB) {
+            dead.push((dir, lock));
+        }
+    }
+    // Holding their locks, we may let other `run`s start while we clean.
+    drop(store);
+    for (dir, _lock) in dead {
+        let id = dir.file_name().unwrap_or_default().to_string_lossy();
+        // The container died with its `run` (see namespace.rs), but its
+        // cgroup stayed: that was `run`'s to remove.
+        Cgroup::of_dead_container(&id)?.kill_and_remove()?;
+        fs::remove_dir_all(&dir)
+            .with_context(|| format!("remove {}", dir.display()))?;
+    }
+    Ok(())
+}
+// ANCHOR_END: remove_dead
+
+// ANCHOR: lock
+/// Lock `containers/` itself while a container directory is made, or
+/// while we look for dead ones: the two never interleave.
+fn lock_store(paths: &Paths) -> Result<File> {
+    let dir = paths.containers();
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("mkdir {}", dir.display()))?;
+    lock(&dir, libc::LOCK_EX)
+}
+
+/// Open `path` (a directory) and flock(2) it; closing the file, or the
+/// death of this process, releases the lock.
+fn lock(path: &Path, how: libc::c_int) -> Result<File> {
+    let file =
+        File::open(path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock(2) takes only a descriptor, which `file` keeps open.
+    Errno::result(unsafe { libc::flock(file.as_raw_fd(), how) })
+        .with_context(|| format!("flock({})", path.display()))?;
+    Ok(file)
+}
+// ANCHOR_END: lock
 // @end

@@ -54,8 +54,8 @@ pub fn init() -> Result<i32> {
 /// until the parent closes its end, which is how the parent holds the
 /// container back until everything is ready.
 fn read_config() -> Result<ContainerConfig> {
-    // Run by hand, init would pivot and rename the namespaces of whoever
-    // started it: it must be the first process of a new PID namespace.
+    // Run by hand, init would remount the mounts of whoever started it: it
+    // must be the first process of a new PID namespace, with a pipe on fd 3.
     if getpid().as_raw() != 1 || fcntl(PIPE_FD, FcntlArg::F_GETFD).is_err() {
         bail!("init is started by `mydocker run`, not by hand");
     }

@@ -5,8 +5,8 @@
 //! `--root DIR` or `MYDOCKER_ROOT=DIR` moves it (the tests give every test a
 //! root of its own, so they never see each other's images or containers).
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -27,14 +27,15 @@ impl Paths {
     }
 
     // ANCHOR: create_root
-    /// Create the state root, readable by root only. Containers' files live
-    /// below it: a setuid-root program written in a container must not be
-    /// runnable by the host's users through the container's directory.
+    /// Create the state root when it does not exist yet. An existing
+    /// directory is used as it is: `--root /tmp` must not change /tmp.
+    /// (Containers' directories keep the host's users out themselves.)
     pub fn create_root(&self) -> Result<()> {
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("mkdir {}", self.root.display()))?;
-        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("chmod 700 {}", self.root.display()))
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .with_context(|| format!("mkdir {}", self.root.display()))
     }
     // ANCHOR_END: create_root
 
@@ -43,9 +44,14 @@ impl Paths {
         self.root.join("images")
     }
 
+    /// `containers/`: one directory per container.
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
     /// `containers/ID/`: the files of one container.
     pub fn container(&self, id: &str) -> PathBuf {
-        self.root.join("containers").join(id)
+        self.containers().join(id)
     }
 }
 // @end

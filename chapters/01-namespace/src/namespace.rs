@@ -10,16 +10,17 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sched::{clone, CloneFlags};
+use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::Signal;
 use nix::unistd::{dup2, execv, Pid};
 
 // ANCHOR: flags
 /// The namespaces every container gets, each a new and empty instance.
-pub const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUTS // hostname and domain name
+pub const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUTS // host name
     .union(CloneFlags::CLONE_NEWPID) // process IDs: the child is PID 1
     .union(CloneFlags::CLONE_NEWNS) // the mount table
-    .union(CloneFlags::CLONE_NEWIPC) // System V IPC and POSIX message queues
-    .union(CloneFlags::CLONE_NEWNET); // network devices, addresses, routes, ports
+    .union(CloneFlags::CLONE_NEWIPC) // System V IPC, POSIX message queues
+    .union(CloneFlags::CLONE_NEWNET); // network devices, addresses, ports
 
 // ANCHOR_END: flags
 
@@ -46,7 +47,7 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
     let exe = CString::new("/proc/self/exe")?;
     let argv = [CString::new("mydocker")?, CString::new("init")?];
 
-    // Prepare everything before clone: the child only calls dup2 and execv.
+    // Prepare everything before clone: the child makes only system calls.
     let pipe_fd = pipe.as_raw_fd();
     let stdin_fd = stdin.map(AsRawFd::as_raw_fd);
     let mut stack = vec![0u8; STACK_SIZE];
@@ -54,6 +55,13 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
 
     // ANCHOR: spawn_child
     let child = move || -> isize {
+        // SIGKILL cannot be caught, so mydocker cannot forward it: ask the
+        // kernel to kill the container when mydocker dies, however it dies.
+        // (If mydocker is gone already, init finds the pipe empty and
+        // stops.) The setting survives execv, for init and the command.
+        if set_pdeathsig(Signal::SIGKILL).is_err() {
+            return 125;
+        }
         // dup2 clears close-on-exec on the copy: fd 3 survives execv while
         // every other pipe end (opened with O_CLOEXEC) is closed. When the
         // pipe already *is* fd 3, dup2 does nothing, so clear the flag.
@@ -93,7 +101,7 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
             Some(Signal::SIGCHLD as i32),
         )
     }
-    .context("clone(CLONE_NEWUTS|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWNET)")?;
+    .context("clone(CLONE_NEW{UTS,PID,NS,IPC,NET})")?;
     Ok(pid)
 }
 // ANCHOR_END: spawn_clone

@@ -24,10 +24,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
         );
     }
     if args.tty && args.interactive && !std::io::stdin().is_terminal() {
-        bail!("-t needs a terminal on standard input: drop -t when you pipe into the container");
+        bail!(
+            "-t needs a terminal on standard input: \
+             drop -t when you pipe into the container"
+        );
     }
-    // From here on a signal never kills mydocker half-way: it is passed to
-    // the container, or (before there is one) makes `run` stop and clean up.
+    // From here on a signal never kills mydocker half-way: it is passed
+    // on to the container (and dropped while there is none yet).
     signals::install()?;
     let config = ContainerConfig {
         command: args.command,

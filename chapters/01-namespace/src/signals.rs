@@ -3,6 +3,9 @@
 //! `kill <mydocker>` or Ctrl-C should reach the container's process, the
 //! way `docker run` forwards signals. (Whether the process dies of it is its
 //! own business: a PID 1 without a handler ignores SIGTERM and SIGINT.)
+//! Every signal is forwarded, the second as the first: like Docker's CLI,
+//! mydocker never gives up on a container that ignores them. SIGKILL cannot
+//! be caught, so it cannot be forwarded: for that case, see namespace.rs.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -32,7 +35,8 @@ extern "C" fn forward(signal: libc::c_int) {
 
 /// Catch the forwarded signals from now on, before the child exists: a
 /// signal that came in between would otherwise kill mydocker and orphan the
-/// container. They are dropped until `forward_to` names the container.
+/// container.
+/// Until `forward_to` names the container, they are dropped.
 pub fn install() -> Result<()> {
     // SA_RESTART: waitpid(2), interrupted by the signal, resumes by itself.
     let action = SigAction::new(

@@ -31,7 +31,8 @@ fn main() {
             // `{:#}` prints the whole chain of context on one line:
             // "mydocker: mount(proc, /proc): EPERM: Operation not permitted".
             eprintln!("mydocker: {err:#}");
-            // 125, like Docker: the error is mydocker's own, not the command's.
+            // 125, like Docker: the error is mydocker's own, not the
+            // command's.
             std::process::exit(125);
         }
     }

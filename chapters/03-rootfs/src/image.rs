@@ -9,7 +9,7 @@
 //! directories. A broken image leaves nothing half-unpacked behind.
 
 use std::fs::{self, File};
-use std::io::{BufReader, Read, Seek};
+use std::io::{self, BufReader, Read, Seek};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -38,7 +38,10 @@ pub fn find(paths: &Paths, name: &str) -> Result<PathBuf> {
     }
     let known = list(paths)?;
     if known.is_empty() {
-        bail!("no image {name:?}: there are no images yet (busybox is built on first use)");
+        bail!(
+            "no image {name:?}: there are no images yet \
+             (busybox is built on first use)"
+        );
     }
     bail!("no image {name:?}: the images are {}", known.join(", "));
 }
@@ -75,7 +78,10 @@ pub fn check_name(name: &str) -> Result<()> {
             c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
         });
     if !valid {
-        bail!("invalid image name {name:?}: use lowercase letters, digits, '.', '_' and '-'");
+        bail!(
+            "invalid image name {name:?}: \
+             use lowercase letters, digits, '.', '_' and '-'"
+        );
     }
     Ok(())
 }
@@ -135,9 +141,8 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
     for entry in archive.entries().context("read the archive")? {
-        if signals::interrupted() {
-            bail!("interrupted");
-        }
+        // Ctrl-C during a long unpack: stop between two entries.
+        signals::check_interrupted()?;
         let mut entry = entry.context("read an archive entry")?;
         let path = entry
             .path()
@@ -189,6 +194,13 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
             }
         }
     }
+    // ANCHOR: trailer
+    // The tar reader stops at the archive's end marker, before gzip's
+    // trailer: read to the end, so that gzip checks the CRC and length of
+    // everything we unpacked. A corrupted image must not run.
+    io::copy(&mut archive.into_inner(), &mut io::sink())
+        .context("the image is corrupt")?;
+    // ANCHOR_END: trailer
     Ok(())
 }
 // ANCHOR_END: entries
@@ -275,7 +287,10 @@ fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
                     }));
             if !harmless {
                 let letter = if kind == EntryType::Block { 'b' } else { 'c' };
-                bail!("device {letter} {major}:{minor} refused: an image may only hold null, zero, full, random, urandom and tty");
+                bail!(
+                    "device {letter} {major}:{minor} refused: an image may \
+                     only hold null, zero, full, random, urandom and tty"
+                );
             }
             (SFlag::S_IFCHR, major, minor)
         }

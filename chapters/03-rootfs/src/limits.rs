@@ -56,7 +56,10 @@ impl Limits {
                 parse_cpus(text).with_context(|| format!("--cpus {text}"))?;
             let cpus = online.len() as u64;
             if quota > cpus * CPU_PERIOD {
-                bail!("--cpus {text}: this machine has {cpus} CPU(s): use a number from 0.01 to {cpus}");
+                bail!(
+                    "--cpus {text}: this machine has {cpus} CPU(s): \
+                     use a number from 0.01 to {cpus}"
+                );
             }
             limits.cpu_quota = Some(quota);
         }
@@ -66,7 +69,10 @@ impl Limits {
                 .ok()
                 .filter(|n| SHARES.contains(n))
                 .with_context(|| {
-                    format!("--cpu-shares {text}: expected a whole number from 2 to 262144 (1024 is the default weight)")
+                    format!(
+                        "--cpu-shares {text}: expected a whole number \
+                         from 2 to 262144 (1024 is the default weight)"
+                    )
                 })?;
             limits.cpu_shares = Some(shares);
         }
@@ -84,7 +90,8 @@ impl Limits {
                 .min();
             if let Some(cpu) = offline {
                 bail!(
-                    "--cpuset-cpus {text}: CPU {cpu} is not online here (the online CPUs are {})",
+                    "--cpuset-cpus {text}: CPU {cpu} is not online here \
+                     (the online CPUs are {})",
                     format_cpu_list(online)
                 );
             }
@@ -92,13 +99,15 @@ impl Limits {
             limits.cpuset_cpus = Some(format_cpu_list(&wanted.collect()));
         }
         if let Some(text) = &args.pids_limit {
-            let pids = text
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .with_context(|| {
-                    format!("--pids-limit {text}: expected a whole number of processes, at least 1")
-                })?;
+            let pids =
+                text.parse::<u64>().ok().filter(|n| *n > 0).with_context(
+                    || {
+                        format!(
+                            "--pids-limit {text}: expected a whole number \
+                         of processes, at least 1"
+                        )
+                    },
+                )?;
             limits.pids = Some(pids);
         }
         Ok(limits)

@@ -16,7 +16,7 @@ use nix::unistd::{pipe2, Pid, Uid};
 use crate::cgroups::{Cgroup, Layout, Plan};
 use crate::cli::RunArgs;
 use crate::config::ContainerConfig;
-use crate::container::Container;
+use crate::container::{self, Container};
 use crate::id;
 use crate::limits::{self, Limits};
 use crate::paths::Paths;
@@ -30,10 +30,14 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
         );
     }
     if args.tty && args.interactive && !std::io::stdin().is_terminal() {
-        bail!("-t needs a terminal on standard input: drop -t when you pipe into the container");
+        bail!(
+            "-t needs a terminal on standard input: \
+             drop -t when you pipe into the container"
+        );
     }
-    // From here on a signal never kills mydocker half-way: it is passed to
-    // the container, or (before there is one) makes `run` stop and clean up.
+    // From here on a signal never kills mydocker half-way: it is passed on
+    // to the container or, before there is one, makes `run` stop and clean
+    // up.
     signals::install()?;
     // ANCHOR: plan
     // Check every limit and plan the cgroup while nothing exists yet: a bad
@@ -46,6 +50,10 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // The image, unpacked for this container; dropping `container` when
     // run() returns, whichever way, removes it again.
     paths.create_root()?;
+    // First remove what killed `run`s left behind.
+    if let Err(err) = container::remove_dead(paths) {
+        eprintln!("mydocker: warning: {err:#}");
+    }
     let container = Container::create(paths, &id, &args.image)?;
     // ANCHOR_END: container
     let config = ContainerConfig {
@@ -68,6 +76,13 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
 
     let child = namespace::spawn_init(&pipe_read, stdin.as_ref())?;
     signals::forward_to(child);
+    // ANCHOR: interrupted
+    // A signal that came after the unpack's last check found no container
+    // to go to: honour it now, before the command starts.
+    if let Err(err) = signals::check_interrupted() {
+        return Err(abort(child, err.into()));
+    }
+    // ANCHOR_END: interrupted
     drop(pipe_read); // the child has its copy
 
     // Everything the parent must set up before the command starts goes

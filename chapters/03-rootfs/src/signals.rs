@@ -3,8 +3,12 @@
 //! `kill <mydocker>` or Ctrl-C should reach the container's process, the
 //! way `docker run` forwards signals. (Whether the process dies of it is its
 //! own business: a PID 1 without a handler ignores SIGTERM and SIGINT.)
+//! Every signal is forwarded, the second as the first: like Docker's CLI,
+//! mydocker never gives up on a container that ignores them. SIGKILL cannot
+//! be caught, so it cannot be forwarded: for that case, see namespace.rs.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 use nix::libc;
@@ -17,9 +21,9 @@ use nix::unistd::Pid;
 /// The container's PID as the host sees it; 0 until it is known.
 static CONTAINER: AtomicI32 = AtomicI32::new(0);
 
-/// Set when a signal arrives while there is no container to pass it to,
-/// such as while the image is unpacked: `run` then stops and cleans up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that arrived while there was no container to pass it to,
+/// such as while the image is unpacked; 0 when none did.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
 /// The signals we forward.
 const FORWARDED: [Signal; 3] =
@@ -33,13 +37,13 @@ extern "C" fn forward(signal: libc::c_int) {
         unsafe { libc::kill(pid, signal) };
     }
     if pid <= 0 {
-        INTERRUPTED.store(true, Ordering::SeqCst);
+        INTERRUPTED.store(signal, Ordering::SeqCst);
     }
 }
 
 /// Catch the forwarded signals from now on, before the child exists: a
 /// signal that came in between would otherwise kill mydocker and orphan the
-/// container. They are dropped until `forward_to` names the container.
+/// container.
 pub fn install() -> Result<()> {
     // SA_RESTART: waitpid(2), interrupted by the signal, resumes by itself.
     let action = SigAction::new(
@@ -65,9 +69,29 @@ pub fn forward_to(pid: Pid) {
 pub fn stop_forwarding() {
     CONTAINER.store(0, Ordering::SeqCst);
 }
-
-/// Whether a signal asked mydocker to stop before the container started.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
 // ANCHOR_END: forward
+
+// ANCHOR: interrupted
+/// A signal asked mydocker to stop before the container started: `run`
+/// exits with 128 + its number, as if it had ended the container.
+#[derive(Debug)]
+pub struct Interrupted(pub Signal);
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "interrupted by {} before the container started", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// An error if a signal came while there was no container to forward it
+/// to. Checked between the steps of the unpack, and once more right after
+/// `forward_to`: a signal is then either forwarded or seen here.
+pub fn check_interrupted() -> Result<(), Interrupted> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        n => Err(Interrupted(Signal::try_from(n).unwrap_or(Signal::SIGTERM))),
+    }
+}
+// ANCHOR_END: interrupted

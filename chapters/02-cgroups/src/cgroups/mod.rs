@@ -85,7 +85,7 @@ impl Layout {
 
     // ANCHOR: detect
     /// Find the cgroup mounts in the text of /proc/self/mountinfo. A line is
-    /// `ID PARENT DEV ROOT MOUNT_POINT OPTIONS... - FSTYPE SOURCE SUPER_OPTIONS`;
+    /// `ID PARENT DEV ROOT MOUNT_POINT OPTIONS... - FSTYPE SOURCE SUPER_OPTS`;
     /// for a v1 hierarchy, the super options name its controllers.
     pub fn from_mountinfo(text: &str) -> Result<Layout> {
         let mut hierarchies: Vec<Hierarchy> = Vec::new();

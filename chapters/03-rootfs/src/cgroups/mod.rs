@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::limits::Limits;
@@ -85,7 +86,7 @@ impl Layout {
 
     // ANCHOR: detect
     /// Find the cgroup mounts in the text of /proc/self/mountinfo. A line is
-    /// `ID PARENT DEV ROOT MOUNT_POINT OPTIONS... - FSTYPE SOURCE SUPER_OPTIONS`;
+    /// `ID PARENT DEV ROOT MOUNT_POINT OPTIONS... - FSTYPE SOURCE SUPER_OPTS`;
     /// for a v1 hierarchy, the super options name its controllers.
     pub fn from_mountinfo(text: &str) -> Result<Layout> {
         let mut hierarchies: Vec<Hierarchy> = Vec::new();
@@ -306,6 +307,34 @@ impl Cgroup {
         result
     }
 }
+
+// ANCHOR: dead
+impl Cgroup {
+    /// The cgroup of container `id`, whose `run` was killed before it could
+    /// remove it (see container.rs): the directories that still exist.
+    pub fn of_dead_container(id: &str) -> Result<Cgroup> {
+        let plan = Plan::new(&Layout::detect()?, id, &Limits::default())?;
+        Ok(Cgroup {
+            leaves: plan.leaves.into_iter().filter(|l| l.exists()).collect(),
+            parents: plan.parents,
+            removed: false,
+        })
+    }
+
+    /// Kill any process still in it, then remove it. There should be none:
+    /// the container dies with its `run`. But a cgroup's own list of its
+    /// processes is the one list that no process can leave by forking.
+    pub fn kill_and_remove(mut self) -> Result<()> {
+        for leaf in &self.leaves {
+            let procs = read(&leaf.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        self.remove()
+    }
+}
+// ANCHOR_END: dead
 
 impl Drop for Cgroup {
     fn drop(&mut self) {

@@ -3,7 +3,7 @@
 //! mydocker makes the container's directory in every hierarchy of the
 //! controllers it knows (cpu, cpuset, memory, pids), also when no limit is
 //! set there, like Docker: the container is then accounted for everywhere,
-//! and a later `exec` joins the same set of cgroups.
+//! and every container has the same set of cgroups.
 
 use std::path::Path;
 
@@ -23,7 +23,10 @@ pub fn plan(
 ) -> Result<Plan> {
     for (controller, option) in limits.controllers() {
         if !hierarchies.iter().any(|h| h.has(controller)) {
-            bail!("the {controller} controller is not mounted, so {option} cannot be enforced");
+            bail!(
+                "the {controller} controller is not mounted, \
+                 so {option} cannot be enforced"
+            );
         }
     }
     let mut plan = Plan::default();

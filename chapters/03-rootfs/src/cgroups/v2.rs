@@ -33,7 +33,8 @@ pub fn plan(
     for (controller, option) in limits.controllers() {
         if !available.iter().any(|c| c == controller) {
             bail!(
-                "the {controller} controller is not available in {} (it has: {}), so {option} cannot be enforced",
+                "the {controller} controller is not available in {} \
+                 (it has: {}), so {option} cannot be enforced",
                 root.join("cgroup.controllers").display(),
                 available.join(" ")
             );
