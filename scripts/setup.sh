@@ -62,5 +62,13 @@ step "Build and install mydocker"
 cargo build --release --package mydocker
 $SUDO install -m 0755 target/release/mydocker /usr/local/bin/mydocker
 
+step "Stage tags (git diff stage-01-namespace stage-02-cgroups)"
+# One tag per stage, each a commit whose tree is that chapter's crate.
+if git rev-parse --verify --quiet HEAD >/dev/null 2>&1; then
+    cargo xtask tags
+else
+    echo "not a git clone: no stage tags"
+fi
+
 step "A first container"
 $SUDO /usr/local/bin/mydocker run busybox sh -c 'echo "Hello from $(hostname), PID $$ in a container"'
