@@ -19,6 +19,11 @@ pub fn short(id: &str) -> &str {
     &id[..12.min(id.len())]
 }
 // ANCHOR_END: short
+
+/// Whether `name` is an ID that [`new_id`] could have made.
+pub fn is_id(name: &str) -> bool {
+    name.len() == 64 && name.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+}
 // @end
 
 #[cfg(test)]
@@ -31,6 +36,10 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
+        // @stage 3
+        assert!(super::is_id(&a));
+        assert!(!super::is_id("..") && !super::is_id(&a.to_uppercase()));
+        // @end
     }
 }
 // @end

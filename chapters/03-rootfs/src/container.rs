@@ -87,7 +87,13 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
     let store = lock_store(paths)?;
     let mut dead = Vec::new();
     for entry in fs::read_dir(paths.containers())? {
-        let dir = entry?.path();
+        let entry = entry?;
+        // Only what a `run` made: the name becomes a cgroup path below.
+        let name = entry.file_name();
+        if !entry.file_type()?.is_dir() || !id::is_id(&name.to_string_lossy()) {
+            continue;
+        }
+        let dir = entry.path();
         // Not blocking: a lock we cannot have is held by a live `run`.
         if let Ok(lock) = lock(&dir, libc::LOCK_EX | libc::LOCK_NB) {
             dead.push((dir, lock));
