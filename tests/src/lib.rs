@@ -6,22 +6,40 @@
 //! any other, such as the one you wrote yourself, and `MYDOCKER_STAGE=N` says
 //! which stage it implements (`cargo xtask test --stage N --bin PATH` sets
 //! both).
+//!
+//! A wrong binary must fail clearly and quickly, never hang: every wait
+//! here has a time limit, and running out of time is a failure that says
+//! what the test was waiting for. Whatever a test started is killed, by
+//! PID, when the test ends without having waited for it.
+
+pub mod catalog;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// How long one mydocker command may take before the test calls it hung.
-const TIMEOUT: Duration = Duration::from_secs(120);
+/// A correct binary takes well under a second for any command of these
+/// tests; the rest is room for a loaded machine.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a test waits for a line it expects from a container, such as
+/// `ready`.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The most one test may spend waiting in all: a binary that hangs on
+/// every command of a test fails it in two minutes, not in an hour.
+pub const TEST_BUDGET: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
 pub const LAST_STAGE: u32 = 3;
 
 /// Stage 3 made `run` take an image before the command.
-const FIRST_STAGE_WITH_IMAGES: u32 = 3;
+pub const FIRST_STAGE_WITH_IMAGES: u32 = 3;
 
 /// The image the tests run their commands in, once images exist.
 pub const IMAGE: &str = "busybox";
@@ -32,6 +50,7 @@ pub struct Mydocker {
     bin: PathBuf,
     stage: u32,
     root: tempfile::TempDir,
+    deadline: Instant,
 }
 
 /// How a finished command ended, and what it printed.
@@ -65,7 +84,12 @@ impl Mydocker {
             .prefix("mydocker-test-")
             .tempdir()
             .expect("create a temporary state directory");
-        Mydocker { bin, stage, root }
+        Mydocker {
+            bin,
+            stage,
+            root,
+            deadline: Instant::now() + TEST_BUDGET,
+        }
     }
 
     /// The binary under test.
@@ -96,13 +120,27 @@ impl Mydocker {
 
     /// The containers' directories (`$MYDOCKER_ROOT/containers`) still there.
     pub fn containers_left(&self) -> Vec<String> {
-        std::fs::read_dir(self.root.path().join("containers"))
+        let mut left: Vec<String> = std::fs::read_dir(self.root.path().join("containers"))
             .map(|dir| {
                 dir.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        left.sort();
+        left
+    }
+
+    /// How long the next wait may last: [`TIMEOUT`], or less when the
+    /// test's budget is nearly spent.
+    pub fn timeout(&self) -> Duration {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "this test has spent its {} s of waiting: the binary under test is too slow or hangs",
+            TEST_BUDGET.as_secs()
+        );
+        left.min(TIMEOUT)
     }
 
     /// `mydocker ARGS...` with this test's state directory, ready to run.
@@ -128,7 +166,12 @@ impl Mydocker {
 
     /// Run `mydocker ARGS...` to the end.
     pub fn exec<S: AsRef<str>>(&self, args: &[S]) -> Outcome {
-        finish(self.command(args))
+        self.finish(self.command(args))
+    }
+
+    /// Run a prepared command to the end, within this test's time limits.
+    pub fn finish(&self, command: Command) -> Outcome {
+        Spawned::new(command, false).wait_within(self.timeout())
     }
 
     /// Run a container to the end: `mydocker run OPTIONS [IMAGE] COMMAND...`.
@@ -148,45 +191,37 @@ impl Mydocker {
         let mut options = options.to_vec();
         options.insert(0, "-i");
         let script = format!("cat /proc/self/cgroup; echo ready; {script}");
-        let mut child = self
-            .command(&self.run_args(&options, &["sh", "-c", &script]))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mydocker");
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut cgroups = String::new();
-        loop {
-            let mut line = String::new();
-            let read = stdout
-                .read_line(&mut line)
-                .expect("read the container's output");
-            if read == 0 {
-                let out = wait_with_timeout(child, TIMEOUT);
-                panic!("the container ended before it was ready: {cgroups}{out:#?}");
-            }
-            if line == "ready\n" {
-                break;
-            }
-            cgroups.push_str(&line);
-        }
-        Running {
-            child,
-            stdin,
-            stdout,
-            cgroups,
-        }
+        let command = self.command(&self.run_args(&options, &["sh", "-c", &script]));
+        let mut process = Spawned::new(command, true);
+        process.deadline = self.deadline;
+        let cgroups = process.read_until("ready");
+        Running { process, cgroups }
     }
 
-    /// Start a container and return at once, with its output piped.
-    pub fn spawn(&self, options: &[&str], command: &[&str]) -> Child {
-        self.command(&self.run_args(options, command))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mydocker")
+    /// Start a container and return at once, with its output piped and
+    /// its standard input from /dev/null.
+    pub fn spawn(&self, options: &[&str], command: &[&str]) -> Spawned {
+        self.spawn_command(self.command(&self.run_args(options, command)))
+    }
+
+    /// Start a prepared command and return at once, with its output piped.
+    pub fn spawn_command(&self, command: Command) -> Spawned {
+        let mut process = Spawned::new(command, false);
+        process.deadline = self.deadline;
+        process
+    }
+
+    /// After a test killed mydocker with SIGKILL on purpose: remove what
+    /// the killed run could not, so that the checks at the end of the test
+    /// look only at what the test is about. `cgroups` are the directories
+    /// of the killed container's cgroups.
+    pub fn forget_killed_run(&self, cgroups: &[PathBuf]) {
+        if let Ok(entries) = std::fs::read_dir(self.root().join("containers")) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        remove_cgroups(cgroups);
     }
 }
 
@@ -251,67 +286,405 @@ impl Outcome {
         );
         &self.stderr
     }
+
+    /// Assert a failure with exactly one line on stderr.
+    pub fn one_line_failure(&self) -> &str {
+        let stderr = self.failure();
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "a failure says why in one line: {self:#?}"
+        );
+        stderr
+    }
 }
 
-/// Wait for a command with a time limit; kill it (by its PID) when hung.
-pub fn finish(mut command: Command) -> Outcome {
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
-    wait_with_timeout(child, TIMEOUT)
+/// Wait for a command with [`TIMEOUT`]; kill it (by its PID) when hung.
+pub fn finish(command: Command) -> Outcome {
+    Spawned::new(command, false).wait_within(TIMEOUT)
 }
 
-/// Collect a started child's output and status, killing it after `timeout`.
+/// Collect a started child's output and status, killing it (and whatever
+/// it started) after `timeout`.
 pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Outcome {
-    // Read both pipes on threads so a chatty child never blocks on a full pipe.
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                text = String::from_utf8_lossy(&bytes).into_owned();
-            }
-            text
-        })
-    };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for mydocker") {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mydocker did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let stdout = child.stdout.take().map(read_all);
+    let stderr = child.stderr.take().map(read_all);
+    let what = format!("process {}", child.id());
+    let status = wait_or_kill(&mut child, timeout, &what);
     let outcome = Outcome {
         code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        stdout: collect(stdout),
+        stderr: collect(stderr),
     };
-    // Whatever else a test checks: mydocker never panics at its users.
+    no_panic(&outcome);
+    outcome
+}
+
+/// Whatever else a test checks: mydocker never panics at its users.
+fn no_panic(outcome: &Outcome) {
     assert!(
         !outcome.stderr.contains("panicked at") && !outcome.stderr.contains("RUST_BACKTRACE"),
         "mydocker panicked: {outcome:#?}"
     );
-    outcome
+}
+
+/// Read a pipe to its end on a thread; the text arrives on the channel.
+fn read_all(mut pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// What a reader thread collected. Once the process has ended its pipes
+/// close, unless something it started still holds them: give that a
+/// moment, then take what there is.
+fn collect(text: Option<Receiver<String>>) -> String {
+    text.and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
+        .unwrap_or_default()
+}
+
+/// Wait for `child` to end, for at most `timeout`; when it does not, kill
+/// it and everything it started, and fail the test saying what hung.
+fn wait_or_kill(child: &mut Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for mydocker") {
+            return status;
+        }
+        if start.elapsed() > timeout {
+            kill_tree(child.id());
+            let _ = child.wait();
+            panic!(
+                "{what} did not finish within {} s: killed it and every process it started",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A process that a test started, with its output read by threads so that
+/// every read has a time limit. When the test ends without waiting for it
+/// (a failed assertion, say), the process and everything it started are
+/// killed by PID.
+pub struct Spawned {
+    child: Option<Child>,
+    pid: u32,
+    what: String,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every line of standard output read so far.
+    seen: String,
+    stderr: Option<Receiver<String>>,
+    deadline: Instant,
+}
+
+impl Spawned {
+    /// Start `command` with its output piped, and its standard input piped
+    /// too when `stdin` is true.
+    pub fn new(mut command: Command, stdin: bool) -> Spawned {
+        let what = describe(&command);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            loop {
+                let mut line = String::new();
+                match stdout.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let stderr = child.stderr.take().map(read_all);
+        Spawned {
+            pid: child.id(),
+            stdin: child.stdin.take(),
+            child: Some(child),
+            what,
+            lines,
+            seen: String::new(),
+            stderr,
+            deadline: Instant::now() + TEST_BUDGET,
+        }
+    }
+
+    /// The PID of the process (mydocker itself).
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().expect("wait for mydocker").is_none(),
+            None => false,
+        }
+    }
+
+    /// The next line of standard output (without its newline), waiting at
+    /// most `timeout`; None at the end of the output. `awaited` says what
+    /// the test waits for, for the message when none comes.
+    pub fn next_line(&mut self, timeout: Duration, awaited: &str) -> Option<String> {
+        let budget = self.deadline.saturating_duration_since(Instant::now());
+        let why = if budget < timeout {
+            format!(
+                " (all this test had left of its {} s)",
+                TEST_BUDGET.as_secs()
+            )
+        } else {
+            String::new()
+        };
+        let timeout = timeout.min(budget);
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => {
+                self.seen.push_str(&line);
+                Some(line.trim_end_matches('\n').to_string())
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => {
+                let seen = std::mem::take(&mut self.seen);
+                let stderr = self.kill_and_collect();
+                panic!(
+                    "waited {} s{why} for {awaited}; killed it. The command: {}\nits output so far:\n{seen}\nits errors:\n{stderr}",
+                    timeout.as_secs(),
+                    self.what
+                );
+            }
+        }
+    }
+
+    /// Read lines until one is `want`, and return the lines before it.
+    /// The container ending first, or not printing it within
+    /// [`LINE_TIMEOUT`], fails the test.
+    pub fn read_until(&mut self, want: &str) -> String {
+        let mut before = String::new();
+        let awaited = format!("the container to print `{want}`");
+        loop {
+            match self.next_line(LINE_TIMEOUT, &awaited) {
+                Some(line) if line == want => return before,
+                Some(line) => {
+                    before.push_str(&line);
+                    before.push('\n');
+                }
+                None => {
+                    let out = self.take().wait_within(TIMEOUT);
+                    panic!("the container ended before it printed `{want}`: {out:#?}");
+                }
+            }
+        }
+    }
+
+    /// Assert that the next line is `want`.
+    pub fn expect_line(&mut self, want: &str) {
+        let awaited = format!("the container to print `{want}`");
+        match self.next_line(LINE_TIMEOUT, &awaited) {
+            Some(line) => {
+                if line != want {
+                    let seen = self.seen.clone();
+                    self.kill_and_collect();
+                    panic!("expected the line `{want}`, got `{line}`; output so far:\n{seen}");
+                }
+            }
+            None => {
+                let out = self.take().wait_within(TIMEOUT);
+                panic!("the container ended before it printed `{want}`: {out:#?}");
+            }
+        }
+    }
+
+    /// Close its standard input (with `-i`, the container reads end-of-file).
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// Wait for it to end, for at most [`TIMEOUT`].
+    pub fn wait(self) -> Outcome {
+        self.wait_within(TIMEOUT)
+    }
+
+    /// Wait for it to end, for at most `timeout`: kill it and fail the
+    /// test when it does not.
+    pub fn wait_within(mut self, timeout: Duration) -> Outcome {
+        self.close_stdin();
+        let timeout = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
+        let mut child = self.child.take().expect("a process is waited for once");
+        let what = self.what.clone();
+        let status = wait_or_kill(&mut child, timeout, &what);
+        // The rest of standard output, once the pipe closes.
+        let limit = Instant::now() + Duration::from_secs(2);
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(limit.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push_str(&line);
+        }
+        let outcome = Outcome {
+            code: status.code(),
+            stdout: std::mem::take(&mut self.seen),
+            stderr: collect(self.stderr.take()),
+        };
+        no_panic(&outcome);
+        outcome
+    }
+
+    /// Move the live process out of `self`, which is left empty (its drop
+    /// then does nothing).
+    fn take(&mut self) -> Spawned {
+        let (_, lines) = mpsc::channel();
+        Spawned {
+            child: self.child.take(),
+            pid: self.pid,
+            what: self.what.clone(),
+            stdin: self.stdin.take(),
+            lines: std::mem::replace(&mut self.lines, lines),
+            seen: std::mem::take(&mut self.seen),
+            stderr: self.stderr.take(),
+            deadline: self.deadline,
+        }
+    }
+
+    /// Kill it and all it started; return what it wrote on stderr.
+    fn kill_and_collect(&mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            kill_tree(child.id());
+            let _ = child.wait();
+        }
+        collect(self.stderr.take())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                kill_tree(child.id());
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A command as a user would type it, for messages.
+fn describe(command: &Command) -> String {
+    let mut words = vec![command.get_program().to_string_lossy().into_owned()];
+    words.extend(command.get_args().map(|a| {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains([' ', '\'', '"', '$', ';']) {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        } else {
+            a.into_owned()
+        }
+    }));
+    words.join(" ")
+}
+
+/// Kill a process that a test started and every process below it, by
+/// PID: stop it first so that it starts no more, then SIGKILL each one,
+/// the container's PID 1 (which takes its whole PID namespace along) before
+/// mydocker. The cgroups of container processes go as well.
+pub fn kill_tree(pid: u32) {
+    // SAFETY: kill(2) touches no memory.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let below = descendants(pid);
+    let cgroups: Vec<PathBuf> = below
+        .iter()
+        .flat_map(|p| container_cgroups_of(*p))
+        .collect();
+    for p in &below {
+        // SAFETY: as above.
+        unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    for p in &below {
+        eventually(Duration::from_secs(5), || !alive(*p, None));
+    }
+    remove_cgroups(&cgroups);
+}
+
+/// Every process below `pid`, parents before their children.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for task in tasks {
+            for child in std::fs::read_to_string(task.join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                if !found.contains(&child) {
+                    found.push(child);
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The start time of a process (field 22 of /proc/PID/stat), which tells
+/// it apart from a later process that got the same PID.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` still lives (a zombie does not count), and is the
+/// same process as the one that started at `started`, when given.
+pub fn alive(pid: u32, started: Option<u64>) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return false;
+    }
+    match started {
+        Some(t) => fields.get(19).and_then(|s| s.parse::<u64>().ok()) == Some(t),
+        None => true,
+    }
+}
+
+/// The container cgroups (directories below a `mydocker` parent) that
+/// process `pid` is in.
+pub fn container_cgroups_of(pid: u32) -> Vec<PathBuf> {
+    container_cgroups_in(
+        &std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default(),
+    )
+}
+
+/// Remove container cgroups left by a process a test killed (they are
+/// empty once it is gone; wait a little for the kernel to agree).
+pub fn remove_cgroups(dirs: &[PathBuf]) {
+    for dir in dirs {
+        eventually(Duration::from_secs(2), || {
+            !dir.exists() || std::fs::remove_dir(dir).is_ok()
+        });
+    }
 }
 
 /// The stage tests create namespaces, mounts and cgroups: they need root. A
@@ -347,16 +720,26 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         if condition() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     condition()
 }
 
+/// Send `signal` to process `pid`, asserting that it was delivered.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) touches no memory.
+    let sent = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(
+        sent,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// A container started by [`Mydocker::start`], still running.
 pub struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    process: Spawned,
     /// What the container read in /proc/self/cgroup.
     pub cgroups: String,
 }
@@ -364,7 +747,12 @@ pub struct Running {
 impl Running {
     /// The PID of mydocker itself.
     pub fn id(&self) -> u32 {
-        self.child.id()
+        self.process.id()
+    }
+
+    /// mydocker's process, to read more of the container's output.
+    pub fn process(&mut self) -> &mut Spawned {
+        &mut self.process
     }
 
     /// The host's directory of the container's cgroup for `controller`.
@@ -372,13 +760,20 @@ impl Running {
         cgroup_dir(&self.cgroups, controller)
     }
 
+    /// The host's directories of every container cgroup the container
+    /// named in its /proc/self/cgroup.
+    pub fn container_cgroups(&self) -> Vec<PathBuf> {
+        container_cgroups_in(&self.cgroups)
+    }
+
     /// Close the container's standard input and wait for it to end.
-    pub fn finish(mut self) -> Outcome {
-        drop(self.stdin.take());
-        let early = String::from_utf8_lossy(self.stdout.buffer()).into_owned();
-        self.child.stdout = Some(self.stdout.into_inner());
-        let mut out = wait_with_timeout(self.child, TIMEOUT);
-        out.stdout.insert_str(0, &early);
+    pub fn finish(self) -> Outcome {
+        let mut out = self.process.wait();
+        out.stdout = out
+            .stdout
+            .split_once("ready\n")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or(out.stdout);
         out
     }
 }
@@ -432,24 +827,57 @@ pub fn cgroup_layout() -> CgroupLayout {
 /// text of that process's /proc/PID/cgroup (`ID:CONTROLLERS:PATH` lines;
 /// v2 has one line, `0::PATH`).
 pub fn cgroup_dir(proc_cgroup: &str, controller: &str) -> PathBuf {
+    try_cgroup_dir(proc_cgroup, controller).unwrap_or_else(|| {
+        panic!(
+            "no {controller} cgroup (or no {controller} hierarchy on this host) in:\n{proc_cgroup}"
+        )
+    })
+}
+
+/// [`cgroup_dir`], or None when there is no such cgroup.
+pub fn try_cgroup_dir(proc_cgroup: &str, controller: &str) -> Option<PathBuf> {
     let path_for = |wanted: &dyn Fn(&str) -> bool| {
         proc_cgroup
             .lines()
             .filter_map(|line| line.split_once(':')?.1.split_once(':'))
             .find(|(controllers, _)| wanted(controllers))
             .map(|(_, path)| path.trim_start_matches('/').to_string())
-            .unwrap_or_else(|| panic!("no {controller} cgroup in:\n{proc_cgroup}"))
     };
     match cgroup_layout() {
-        CgroupLayout::V2(root) => root.join(path_for(&|c| c.is_empty())),
+        CgroupLayout::V2(root) => Some(root.join(path_for(&|c| c.is_empty())?)),
         CgroupLayout::V1(hierarchies) => {
             let (_, mount) = hierarchies
                 .iter()
-                .find(|(cs, _)| cs.iter().any(|c| c == controller))
-                .unwrap_or_else(|| panic!("no {controller} hierarchy on this host"));
-            mount.join(path_for(&|cs| cs.split(',').any(|c| c == controller)))
+                .find(|(cs, _)| cs.iter().any(|c| c == controller))?;
+            Some(mount.join(path_for(&|cs| cs.split(',').any(|c| c == controller))?))
         }
     }
+}
+
+/// The container cgroups (directories below a `mydocker` parent) named in
+/// the text of a /proc/PID/cgroup.
+pub fn container_cgroups_in(proc_cgroup: &str) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for line in proc_cgroup.lines() {
+        let Some(controllers) = line.split(':').nth(1) else {
+            continue;
+        };
+        if !line.contains("/mydocker/") {
+            continue;
+        }
+        let controller = controllers
+            .split(',')
+            .find(|c| !c.is_empty() && !c.contains('='))
+            .unwrap_or("");
+        if let Some(dir) = try_cgroup_dir(line, controller) {
+            if dir.parent().and_then(|p| p.file_name()) == Some("mydocker".as_ref())
+                && !dirs.contains(&dir)
+            {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
 }
 
 /// The mount point of every hierarchy, where mydocker makes its

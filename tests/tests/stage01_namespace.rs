@@ -1,10 +1,12 @@
 //! Stage 1: `mydocker run` puts the command in new UTS, PID, mount, IPC and
 //! network namespaces, with its arguments intact and its exit code reported.
 
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use mydocker_stage_tests::{children_of, eventually, host_mounts, wait_with_timeout, Mydocker};
+use mydocker_stage_tests::{
+    alive, children_of, container_cgroups_of, descendants, eventually, host_mounts, signal,
+    start_time, wait_with_timeout, Mydocker,
+};
 
 #[test]
 fn the_command_is_pid_1() {
@@ -86,16 +88,13 @@ fn the_exit_code_is_the_commands() {
 fn a_killed_container_exits_128_plus_the_signal() {
     let md = Mydocker::new();
     let mut child = md.spawn(&[], &["sh", "-c", "echo ready; while :; do sleep 1; done"]);
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    child.expect_line("ready");
     // The container's PID 1 is mydocker's child, as the host sees it. Only
     // SIGKILL from outside can end a PID 1 that has no handler for a signal.
     let pid = children_of(child.id());
     assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
-    assert_eq!(unsafe { libc::kill(pid[0] as i32, libc::SIGKILL) }, 0);
-    let out = wait_with_timeout(child, Duration::from_secs(30));
+    signal(pid[0], libc::SIGKILL);
+    let out = child.wait();
     assert_eq!(out.code, Some(128 + 9), "{out:#?}");
 }
 
@@ -104,16 +103,125 @@ fn signals_to_mydocker_reach_the_container() {
     let md = Mydocker::new();
     let script = "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done";
     let mut child = md.spawn(&[], &["sh", "-c", script]);
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let mut rest = String::new();
-    stdout.read_line(&mut rest).unwrap();
-    assert_eq!(rest, "got TERM\n");
-    let out = wait_with_timeout(child, Duration::from_secs(30));
+    child.expect_line("ready");
+    signal(child.id(), libc::SIGTERM);
+    child.expect_line("got TERM");
+    let out = child.wait();
     assert_eq!(out.code, Some(7), "{out:#?}");
+}
+
+/// Ctrl-C sends SIGINT, closing the terminal SIGHUP: `docker run` passes
+/// both on, like SIGTERM, and does not die of them itself.
+#[test]
+fn sigint_and_sighup_reach_the_container_like_sigterm() {
+    let md = Mydocker::new();
+    let script = "trap 'echo got INT' INT; trap 'echo got HUP' HUP; echo ready; \
+                  while :; do sleep 0.1; done";
+    let mut child = md.spawn(&[], &["sh", "-c", script]);
+    child.expect_line("ready");
+    for (number, name) in [(libc::SIGINT, "INT"), (libc::SIGHUP, "HUP")] {
+        signal(child.id(), number);
+        child.expect_line(&format!("got {name}"));
+        assert!(
+            child.is_running(),
+            "mydocker died of SIG{name} while its container ran"
+        );
+    }
+    // The container handled both and runs on; end it from the host.
+    let pid = children_of(child.id());
+    assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
+    signal(pid[0], libc::SIGKILL);
+    let out = child.wait();
+    assert_eq!(out.code, Some(128 + 9), "{out:#?}");
+}
+
+/// A container may ignore SIGTERM, or handle it and go on: mydocker passes
+/// on every signal, the third as the first, and waits (a second Ctrl-C to
+/// `docker run` does not kill it either). Only SIGKILL ends such a
+/// container.
+#[test]
+fn a_container_that_ignores_sigterm_gets_every_one_and_mydocker_waits() {
+    let md = Mydocker::new();
+    let script = "trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.1; done";
+    let mut child = md.spawn(&[], &["sh", "-c", script]);
+    child.expect_line("ready");
+    for _ in 0..3 {
+        signal(child.id(), libc::SIGTERM);
+        child.expect_line("got TERM");
+    }
+    assert!(child.is_running(), "mydocker gave up on its container");
+    let pid = children_of(child.id());
+    assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
+    signal(pid[0], libc::SIGKILL);
+    assert_eq!(child.wait().code, Some(128 + 9));
+
+    // A PID 1 without a handler: the kernel drops SIGTERM for it, and
+    // mydocker keeps waiting for it.
+    let mut child = md.spawn(&[], &["sh", "-c", "echo ready; exec sleep 1000"]);
+    child.expect_line("ready");
+    for _ in 0..3 {
+        signal(child.id(), libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.is_running(),
+        "mydocker exited while its container still ran"
+    );
+    let pid = children_of(child.id());
+    assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
+    assert!(
+        alive(pid[0], None),
+        "the container ended of an ignored SIGTERM"
+    );
+    signal(pid[0], libc::SIGKILL);
+    assert_eq!(child.wait().code, Some(128 + 9));
+}
+
+/// SIGKILL cannot be caught or passed on: when mydocker is killed, the
+/// kernel must end its container (PR_SET_PDEATHSIG), or it runs on with
+/// no one to wait for it.
+#[test]
+fn the_container_dies_with_mydocker() {
+    let md = Mydocker::new();
+    let mut child = md.spawn(&[], &["sh", "-c", "sleep 1000 & echo ready; wait"]);
+    child.expect_line("ready");
+    let processes = descendants(child.id());
+    assert!(
+        processes.len() >= 2,
+        "expected at least the container's shell and its sleep: {processes:?}"
+    );
+    let started: Vec<(u32, Option<u64>)> = processes.iter().map(|p| (*p, start_time(*p))).collect();
+    let cgroups: Vec<_> = processes
+        .iter()
+        .flat_map(|p| container_cgroups_of(*p))
+        .collect();
+    signal(child.id(), libc::SIGKILL);
+    let out = child.wait();
+    assert_eq!(
+        out.code, None,
+        "mydocker should have died of SIGKILL: {out:#?}"
+    );
+    let gone = eventually(Duration::from_secs(5), || {
+        started.iter().all(|(p, t)| !alive(*p, *t))
+    });
+    let survivors: Vec<u32> = started
+        .iter()
+        .filter(|(p, t)| alive(*p, *t))
+        .map(|(p, _)| *p)
+        .collect();
+    // Whatever the verdict, leave nothing running.
+    for p in &survivors {
+        signal(*p, libc::SIGKILL);
+    }
+    eventually(Duration::from_secs(5), || {
+        started.iter().all(|(p, t)| !alive(*p, *t))
+    });
+    md.forget_killed_run(&cgroups);
+    assert!(
+        gone,
+        "the container's processes {survivors:?} still ran 5 s after mydocker was killed"
+    );
 }
 
 #[test]
@@ -148,7 +256,7 @@ fn stdin_is_attached_only_with_i() {
         // Without -i the container may end before we write: ignore EPIPE.
         let _ = stdin.write_all(b"hello from the host\n");
         drop(stdin);
-        let out = wait_with_timeout(child, Duration::from_secs(60));
+        let out = wait_with_timeout(child, md.timeout());
         assert_eq!(out.success(), expected, "run {options:?} cat");
     }
 }
@@ -159,6 +267,17 @@ fn a_missing_command_fails_with_127_and_names_it() {
     let out = md.run(&[], &["no-such-command-xyz", "arg"]);
     assert_eq!(out.code, Some(127), "{out:#?}");
     assert!(out.stderr.contains("no-such-command-xyz"), "{out:#?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {out:#?}");
+}
+
+#[test]
+fn a_file_that_is_not_executable_exits_126() {
+    let md = Mydocker::new();
+    // /etc/passwd exists, on the host and in the busybox image, but is no
+    // program: execve fails with EACCES, which a shell reports as 126.
+    let out = md.run(&[], &["/etc/passwd"]);
+    assert_eq!(out.code, Some(126), "{out:#?}");
+    assert!(out.stderr.contains("/etc/passwd"), "{out:#?}");
     assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {out:#?}");
 }
 
@@ -187,7 +306,7 @@ fn run_needs_root_and_says_so() {
         .env("MYDOCKER_ROOT", md.root())
         .stdin(std::process::Stdio::null());
     command.uid(65534).gid(65534); // nobody
-    let out = mydocker_stage_tests::finish(command);
+    let out = md.finish(command);
     let stderr = out.failure();
     assert!(stderr.contains("root"), "{out:#?}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {out:#?}");
@@ -231,7 +350,7 @@ fn mounts_never_propagate_out_even_from_shared_mounts() {
         .arg(md.bin())
         .env("MYDOCKER_ROOT", md.root())
         .stdin(std::process::Stdio::null());
-    let out = mydocker_stage_tests::finish(command);
+    let out = md.finish(command);
     let counts: Vec<&str> = out.success().split_whitespace().collect();
     assert_eq!(counts.len(), 2, "{out:#?}");
     assert_eq!(
@@ -259,7 +378,7 @@ fn the_command_starts_with_default_signals_and_no_stray_files() {
         .args(&run)
         .env("MYDOCKER_ROOT", md.root())
         .stdin(std::process::Stdio::null());
-    let out = mydocker_stage_tests::finish(command);
+    let out = md.finish(command);
     let fds: Vec<&str> = out.success().split_whitespace().collect();
     // 0, 1, 2, and the directory ls itself is reading.
     assert_eq!(fds, ["0", "1", "2", "3"], "{out:#?}");
@@ -276,6 +395,6 @@ fn init_refuses_to_run_by_hand() {
         .arg(md.bin())
         .env("MYDOCKER_ROOT", md.root())
         .stdin(std::process::Stdio::null());
-    let out = mydocker_stage_tests::finish(command);
+    let out = md.finish(command);
     assert!(out.failure().contains("mydocker run"), "{out:#?}");
 }

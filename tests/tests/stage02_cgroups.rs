@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use mydocker_stage_tests::{
     assert_no_cgroup_left, cgroup_layout, cgroup_roots, cgroups_exclusive, cgroups_shared,
-    children_of, container_cgroups, eventually, online_cpus, wait_with_timeout, CgroupLayout,
-    Mydocker,
+    children_of, container_cgroups, descendants, eventually, online_cpus, signal, start_time,
+    CgroupLayout, Mydocker,
 };
 
 /// Block until the test calls `finish()`, which closes standard input;
@@ -213,6 +213,56 @@ fn the_cgroup_is_removed_when_the_container_is_killed() {
     assert!(!dir.exists(), "{} is left after a kill", dir.display());
 }
 
+/// When mydocker is killed with SIGKILL, the kernel ends its container
+/// (PR_SET_PDEATHSIG): no process keeps running in its cgroup.
+#[test]
+fn killing_mydocker_empties_the_containers_cgroup() {
+    let _lock = cgroups_shared();
+    let md = Mydocker::new();
+    let running = md.start(
+        &["-m", "64m", "--pids-limit", "50"],
+        "busybox sleep 1000 & wait",
+    );
+    let dirs = running.container_cgroups();
+    let memory = running.cgroup_dir("memory");
+    let procs = || {
+        std::fs::read_to_string(memory.join("cgroup.procs"))
+            .map(|p| p.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || procs().len() >= 2),
+        "the shell and its sleep should be in {}: {:?}",
+        memory.display(),
+        procs()
+    );
+    let processes: Vec<(u32, Option<u64>)> = descendants(running.id())
+        .into_iter()
+        .map(|p| (p, start_time(p)))
+        .collect();
+    signal(running.id(), libc::SIGKILL);
+    let out = running.finish();
+    assert_eq!(
+        out.code, None,
+        "mydocker should have died of SIGKILL: {out:#?}"
+    );
+    let emptied = eventually(Duration::from_secs(5), || procs().is_empty());
+    let left = procs();
+    // Whatever the verdict, leave nothing running and no cgroup behind.
+    for (p, t) in &processes {
+        if mydocker_stage_tests::alive(*p, *t) {
+            signal(*p, libc::SIGKILL);
+        }
+    }
+    eventually(Duration::from_secs(5), || procs().is_empty());
+    md.forget_killed_run(&dirs);
+    assert!(
+        emptied,
+        "5 s after mydocker was killed, processes {left:?} still ran in {}",
+        memory.display()
+    );
+}
+
 #[test]
 fn parallel_containers_get_cgroups_of_their_own() {
     let _lock = cgroups_shared();
@@ -229,7 +279,7 @@ fn parallel_containers_get_cgroups_of_their_own() {
         .collect();
     let mut seen = std::collections::BTreeSet::new();
     for child in children {
-        let out = wait_with_timeout(child, Duration::from_secs(120));
+        let out = child.wait();
         let line = out
             .success()
             .lines()

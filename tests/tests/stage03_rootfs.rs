@@ -1,12 +1,16 @@
 //! Stage 3: `run IMAGE CMD` runs in the image's root filesystem, entered with
 //! pivot_root, with its own /proc, /dev and a read-only /sys.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mydocker_stage_tests::{children_of, wait_with_timeout, Mydocker};
+use mydocker_stage_tests::{
+    alive, cgroup_roots, children_of, descendants, eventually, signal, start_time, Mydocker,
+    Outcome,
+};
 
 #[test]
 fn the_root_is_the_image_and_nothing_of_the_host() {
@@ -49,15 +53,12 @@ fn the_containers_files_live_in_the_state_directory_until_it_ends() {
             &format!("echo data > /tmp/{name}; echo ready; sleep 30"),
         ],
     );
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    child.expect_line("ready");
     let found = find_file(md.root(), &name);
     let pid = children_of(child.id());
     assert_eq!(pid.len(), 1, "{pid:?}");
-    unsafe { libc::kill(pid[0] as i32, libc::SIGKILL) };
-    wait_with_timeout(child, Duration::from_secs(30));
+    signal(pid[0], libc::SIGKILL);
+    child.wait();
     assert!(
         found,
         "{name}, written in the container, is nowhere under {}",
@@ -71,13 +72,24 @@ fn the_containers_files_live_in_the_state_directory_until_it_ends() {
 
 /// Whether a file called `name` exists anywhere below `dir`.
 fn find_file(dir: &Path, name: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.filter_map(|e| e.ok()).any(|entry| {
-        let kind = entry.file_type().unwrap();
-        entry.file_name() == name || (kind.is_dir() && find_file(&entry.path(), name))
-    })
+    find_path(dir, name).is_some()
+}
+
+/// The path of a file called `name` anywhere below `dir` (symlinks are
+/// not followed).
+fn find_path(dir: &Path, name: &str) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        if entry.file_name() == name {
+            return Some(entry.path());
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Some(found) = find_path(&entry.path(), name) {
+                return Some(found);
+            }
+        }
+    }
+    None
 }
 
 #[test]
@@ -161,7 +173,7 @@ fn the_environment_is_the_containers_not_the_hosts() {
 fn finish_env(md: &Mydocker) -> String {
     let mut command = md.command(&md.run_args(&[], &["env"]));
     command.env("MYDOCKER_TEST_SECRET", "from-the-host");
-    mydocker_stage_tests::finish(command).success().to_string()
+    md.finish(command).success().to_string()
 }
 
 #[test]
@@ -450,22 +462,673 @@ fn run_ti_busybox_sh_is_an_interactive_shell() {
         !tmux(&["has-session"]).status.success()
     });
     if !gone {
+        // Kill what the pane runs, by PID, then the test's own tmux server.
+        let pane = tmux(&["display-message", "-p", "#{pane_pid}"]);
+        if let Ok(pid) = String::from_utf8_lossy(&pane.stdout).trim().parse() {
+            mydocker_stage_tests::kill_tree(pid);
+        }
         tmux(&["kill-server"]);
     }
     assert!(seen, "the shell did not answer; the screen was:\n{text}");
     assert!(gone, "the shell did not exit");
 }
 
-#[test]
-fn the_state_directory_is_private_to_root() {
-    use std::os::unix::fs::PermissionsExt;
-    let md = Mydocker::new();
-    // As if created by hand, or by an older mydocker: readable by everyone.
-    std::fs::set_permissions(md.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    md.run(&[], &["true"]).success();
-    let mode = std::fs::metadata(md.root()).unwrap().mode() & 0o777;
-    assert_eq!(
-        mode, 0o700,
-        "the host's users could reach the containers' files (mode {mode:o})"
+/// A tarball of a minimal image: `bin/busybox` (the host's static one) and
+/// `bin/sh`, then `extra` entries.
+fn busybox_image(extra: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    append(&mut tar, tar::EntryType::Directory, "bin/", 0o755, b"");
+    let busybox = std::fs::read("/bin/busybox").expect("the host's static busybox");
+    append(
+        &mut tar,
+        tar::EntryType::Regular,
+        "bin/busybox",
+        0o755,
+        &busybox,
     );
+    append(
+        &mut tar,
+        tar::EntryType::Symlink,
+        "bin/sh",
+        0o777,
+        b"busybox",
+    );
+    extra(&mut tar);
+    tar.into_inner().unwrap()
+}
+
+fn gzip(plain: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, plain).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The classic chroot escape (chroot(2) describes it): chroot into a
+/// subdirectory without entering it, so that the current directory is
+/// outside the new root; climb with `..`, which never meets the root; make
+/// what is there the root. Then look for a path only the host has.
+const CHROOT_ESCAPE: &str = r#"
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    struct stat st;
+    if (argc != 2 || chdir("/tmp") != 0) return 2;
+    mkdir("escape-dir", 0755);
+    if (chroot("escape-dir") != 0) { perror("chroot(escape-dir)"); return 2; }
+    for (int i = 0; i < 100; i++) chdir("..");
+    if (chroot(".") != 0) { perror("chroot(.)"); return 2; }
+    if (stat(argv[1], &st) == 0) printf("escaped: %s is there\n", argv[1]);
+    else printf("contained\n");
+    return 0;
+}
+"#;
+
+/// Compile `source` with the host's C compiler, statically, so that it runs
+/// in an image without a libc. Never skipped: no compiler is a failure.
+fn compile_static(source: &str, dir: &Path) -> PathBuf {
+    let c = dir.join("prog.c");
+    let exe = dir.join("prog");
+    std::fs::write(&c, source).unwrap();
+    let out = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&c)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test compiles a small C program with `cc -static`, which could not run ({e}): install gcc and a static libc (scripts/setup.sh installs build-essential)")
+        });
+    assert!(
+        out.status.success(),
+        "cc -static failed (is the static libc, libc6-dev, installed?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// `chroot` only changes where one process resolves `/`: a root process
+/// in a chroot walks back out to the host's root. After pivot_root and the
+/// old root's detach, there is nothing to walk back to.
+#[test]
+fn a_chroot_escape_finds_only_the_image() {
+    let md = Mydocker::new();
+    let work = tempfile::tempdir().unwrap();
+    let escape = std::fs::read(compile_static(CHROOT_ESCAPE, work.path())).unwrap();
+    let image = busybox_image(|tar| {
+        append(tar, tar::EntryType::Directory, "tmp/", 0o1777, b"");
+        append(tar, tar::EntryType::Regular, "escape", 0o755, &escape);
+    });
+    // The probe: a path that exists on the host and not in the image.
+    let host_only = md.root().to_string_lossy().into_owned();
+
+    // First prove that the program escapes a chroot, on the host.
+    let jail = work.path().join("jail");
+    std::fs::create_dir(&jail).unwrap();
+    tar::Archive::new(&image[..]).unpack(&jail).unwrap();
+    let mut chroot = Command::new("chroot");
+    chroot.arg(&jail).arg("/escape").arg(&host_only);
+    let control = md.finish(chroot);
+    assert_eq!(
+        control.success(),
+        format!("escaped: {host_only} is there\n"),
+        "the escape does not work in a plain chroot on this host: {control:#?}"
+    );
+
+    md.add_image("escape", &image);
+    let out = md.exec(&["run", "escape", "/escape", &host_only]);
+    assert_eq!(
+        out.success(),
+        "contained\n",
+        "a process in the container reached the host's root: {out:#?}"
+    );
+}
+
+/// Device nodes and FIFOs are made with mknod(2), by mydocker, not by the
+/// tar crate: their paths need the same checks as every other entry.
+#[test]
+fn fifo_and_device_entries_outside_the_image_are_refused() {
+    let md = Mydocker::new();
+    let target = tempfile::Builder::new()
+        .prefix("mydocker-escape-")
+        .tempdir()
+        .unwrap();
+    let t = target.path().to_string_lossy().into_owned();
+    let climb = "../".repeat(20);
+    // (image, entry path, type flag, device numbers)
+    type Case<'a> = (&'a str, String, u8, Option<(u32, u32)>);
+    let cases: [Case; 4] = [
+        ("fifo-dotdot", format!("{climb}{t}/fifo-dotdot"), b'6', None),
+        ("fifo-absolute", format!("{t}/fifo-absolute"), b'6', None),
+        (
+            "null-dotdot",
+            format!("{climb}{t}/null-dotdot"),
+            b'3',
+            Some((1, 3)),
+        ),
+        (
+            "null-absolute",
+            format!("{t}/null-absolute"),
+            b'3',
+            Some((1, 3)),
+        ),
+    ];
+    let mode = std::fs::metadata(target.path()).unwrap().mode();
+    for (name, path, kind, device) in cases {
+        let tarball: Vec<u8> = raw_header(&path, kind, "", device)
+            .into_iter()
+            .chain([0u8; 1024])
+            .collect();
+        md.add_image(name, &tarball);
+        let out = md.exec(&["run", name, "true"]);
+        out.one_line_failure();
+        assert!(
+            md.containers_left().is_empty(),
+            "{name} left {:?}",
+            md.containers_left()
+        );
+        let written: Vec<_> = std::fs::read_dir(target.path()).unwrap().collect();
+        assert!(
+            written.is_empty(),
+            "the image {name} made a node on the host: {written:?}"
+        );
+    }
+    assert_eq!(std::fs::metadata(target.path()).unwrap().mode(), mode);
+}
+
+/// Only the devices every container gets anyway may come from an image:
+/// `c 1 1` is /dev/mem, the host's physical memory.
+#[test]
+fn only_the_harmless_character_devices_are_allowed() {
+    let md = Mydocker::new();
+    let refused: [(&str, u32, u32); 7] = [
+        ("mem", 1, 1),
+        ("kmem", 1, 2),
+        ("port", 1, 4),
+        ("kmsg", 1, 11),
+        ("tty1", 4, 1),
+        ("console", 5, 1),
+        ("net-tun", 10, 200),
+    ];
+    for (name, major, minor) in refused {
+        let tarball = busybox_image(|tar| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Char);
+            header.set_device_major(major).unwrap();
+            header.set_device_minor(minor).unwrap();
+            header.set_mode(0o666);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_size(0);
+            tar.append_data(&mut header, name, &[][..]).unwrap();
+        });
+        md.add_image(name, &tarball);
+        let out = md.exec(&["run", name, "/bin/busybox", "echo", "RAN"]);
+        out.one_line_failure();
+        assert!(
+            !out.stdout.contains("RAN"),
+            "an image with c {major} {minor} ran: {out:#?}"
+        );
+        assert!(md.containers_left().is_empty());
+    }
+}
+
+/// What the image store holds: (name, size, inode, mtime) of each entry,
+/// hidden ones included.
+fn store(md: &Mydocker) -> Vec<(String, u64, u64, i64, i64)> {
+    let mut entries: Vec<_> = std::fs::read_dir(md.images())
+        .expect("read the image store")
+        .flatten()
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                meta.len(),
+                meta.ino(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// `images/` holds the images and nothing else: what a run leaves there
+/// (a lock, a cache, a half-written copy) would be listed as an image, or
+/// pile up.
+#[test]
+fn the_image_store_holds_only_the_images() {
+    let md = Mydocker::new();
+    md.run(&[], &["true"]).success();
+    md.run(&[], &["true"]).success();
+    let names: Vec<String> = store(&md).into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["busybox.tar"], "the image store after two runs");
+    md.add_image("other", &busybox_image(|_| {}));
+    let before = store(&md);
+    md.exec(&["run", "other", "/bin/busybox", "true"]).success();
+    md.run(&[], &["true"]).success();
+    assert_eq!(
+        store(&md),
+        before,
+        "runs changed the image store (entries: name, size, inode, mtime)"
+    );
+}
+
+/// pivot_root leaves the current directory where it was, on the host's
+/// tree: mydocker must `chdir("/")` into the image.
+#[test]
+fn the_working_directory_is_the_images_root() {
+    let md = Mydocker::new();
+    let here = tempfile::tempdir().unwrap();
+    let marker = format!("host-marker-{}", std::process::id());
+    std::fs::write(here.path().join(&marker), "host").unwrap();
+    let mut command = md.command(&md.run_args(&[], &["sh", "-c", "pwd; ls -a .; echo --; ls .."]));
+    command.current_dir(here.path());
+    let out = md.finish(command);
+    let stdout = out.success();
+    assert_eq!(stdout.lines().next(), Some("/"), "{out:#?}");
+    assert!(
+        !stdout.contains(&marker),
+        "the container sees the host directory it was started from: {out:#?}"
+    );
+    let parent: Vec<&str> = stdout.split("--\n").nth(1).unwrap_or("").lines().collect();
+    for dir in ["bin", "etc", "proc"] {
+        assert!(
+            parent.contains(&dir),
+            "`ls ..` should list the image's root: {out:#?}"
+        );
+    }
+}
+
+/// An image keeps its modes: /tmp is 1777 (sticky: users cannot delete
+/// each other's files), a set-user-ID program stays set-user-ID.
+#[test]
+fn special_mode_bits_survive_unpacking() {
+    let md = Mydocker::new();
+    let image = busybox_image(|tar| {
+        append(tar, tar::EntryType::Directory, "tmp/", 0o1777, b"");
+        append(tar, tar::EntryType::Directory, "shared/", 0o2775, b"");
+        append(tar, tar::EntryType::Regular, "suid", 0o4755, b"#!/bin/sh\n");
+        append(tar, tar::EntryType::Regular, "sgid", 0o2755, b"#!/bin/sh\n");
+    });
+    md.add_image("modes", &image);
+    let out = md.exec(&[
+        "run",
+        "modes",
+        "/bin/busybox",
+        "stat",
+        "-c",
+        "%a %n",
+        "/tmp",
+        "/shared",
+        "/suid",
+        "/sgid",
+    ]);
+    assert_eq!(
+        out.success(),
+        "1777 /tmp\n2775 /shared\n4755 /suid\n2755 /sgid\n",
+        "{out:#?}"
+    );
+}
+
+/// The mode and owner of a directory, and what it is.
+fn mode_owner(path: &Path) -> (u32, u32, u32) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.mode(), meta.uid(), meta.gid())
+}
+
+/// `--root DIR` uses DIR as it is: mydocker never changes the mode or
+/// owner of a directory it did not create (`--root /tmp` must not break
+/// /tmp), whether the run succeeds or fails, through a symlink too.
+#[test]
+fn an_existing_state_root_keeps_its_mode_and_owner() {
+    let md = Mydocker::new();
+    for mode in [0o755, 0o1777, 0o750] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        let before = mode_owner(dir.path());
+        let root = dir.path().to_string_lossy().into_owned();
+        // A failing run first, on a root where nothing exists yet.
+        md.exec(&["--root", &root, "run", "no-such-image", "true"])
+            .one_line_failure();
+        assert_eq!(
+            mode_owner(dir.path()),
+            before,
+            "a failed run changed the mode or owner of the existing root {root} (mode, uid, gid)"
+        );
+        md.exec(&["--root", &root, "run", "busybox", "true"])
+            .success();
+        assert!(
+            dir.path().join("images/busybox.tar").is_file(),
+            "`--root {root}` was not used: no images/busybox.tar there"
+        );
+        assert_eq!(
+            mode_owner(dir.path()),
+            before,
+            "a run changed the mode or owner of the existing root {root} (mode, uid, gid)"
+        );
+    }
+    // A root that is a symlink to a directory: neither changes.
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let before = (mode_owner(&real), mode_owner(&link));
+    let root = link.to_string_lossy().into_owned();
+    md.exec(&["--root", &root, "run", "no-such-image", "true"])
+        .one_line_failure();
+    md.exec(&["--root", &root, "run", "busybox", "true"])
+        .success();
+    assert!(real.join("images/busybox.tar").is_file());
+    assert_eq!(
+        (mode_owner(&real), mode_owner(&link)),
+        before,
+        "a run changed the root's symlink or the directory it points to"
+    );
+}
+
+/// Run a command as `nobody`, with no supplementary groups.
+fn as_nobody(md: &Mydocker, args: &[&str]) -> Outcome {
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args)
+        .stdin(Stdio::null());
+    md.finish(command)
+}
+
+/// A container's files are the container's: the host's other users cannot
+/// read them through the state root, even where the root itself is open to
+/// them (a container's root can write a setuid-root program there).
+#[test]
+fn a_containers_files_are_out_of_reach_of_other_users() {
+    let md = Mydocker::new();
+    std::fs::set_permissions(md.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut running = md.start(
+        &[],
+        "echo the-secret > /tmp/secret-file; chmod 644 /tmp/secret-file; echo written; read x || true",
+    );
+    running.process().expect_line("written");
+    let file = find_path(md.root(), "secret-file")
+        .expect("the file written in the container is somewhere under the state root");
+    let root = md.root().to_string_lossy().into_owned();
+    // The test is fair: nobody can enter the root that the test opened.
+    let ls = as_nobody(&md, &["ls", &root]);
+    assert_eq!(
+        ls.code,
+        Some(0),
+        "the user nobody cannot list the state root, which the test made mode 755 (now {:o}): mydocker must not change an existing root: {ls:#?}",
+        std::fs::metadata(md.root()).unwrap().mode() & 0o7777
+    );
+    let out = as_nobody(&md, &["cat", &file.to_string_lossy()]);
+    assert!(
+        out.code != Some(0) && !out.stdout.contains("the-secret"),
+        "the user nobody read {}, a file of the container: {out:#?}",
+        file.display()
+    );
+    running.finish().success();
+}
+
+/// gzip ends with a CRC32 of the data: an image whose CRC is wrong is
+/// corrupt, and refused before it runs (the tar reader stops at the end of
+/// the archive, before gzip's trailer: it must be read and checked).
+#[test]
+fn a_gzip_image_with_a_bad_checksum_is_refused() {
+    let md = Mydocker::new();
+    let good = gzip(&busybox_image(|_| {}));
+    md.add_image("good", &good);
+    let out = md.exec(&["run", "good", "/bin/busybox", "echo", "RAN"]);
+    assert_eq!(out.success(), "RAN\n", "the intact image must run");
+    let n = good.len();
+    let mut bad_crc = good.clone();
+    bad_crc[n - 8] ^= 0xff; // the trailer: CRC32, then the length, 4 bytes each
+    let mut bad_length = good.clone();
+    bad_length[n - 4] ^= 0x01;
+    let truncated = good[..n - 8].to_vec();
+    for (name, tarball) in [
+        ("bad-crc", bad_crc),
+        ("bad-length", bad_length),
+        ("no-trailer", truncated),
+    ] {
+        md.add_image(name, &tarball);
+        let out = md.exec(&["run", name, "/bin/busybox", "echo", "RAN"]);
+        assert!(
+            !out.stdout.contains("RAN"),
+            "the corrupt image {name} ran: {out:#?}"
+        );
+        out.one_line_failure();
+        assert!(
+            md.containers_left().is_empty(),
+            "{name} left {:?}",
+            md.containers_left()
+        );
+    }
+}
+
+/// The size of the last entry of [`big_image`]: big enough that writing it
+/// takes a while (a fraction of a second on a fast disk).
+const BIG: u64 = 300 << 20;
+
+/// The name of that entry.
+const BIG_NAME: &str = "zz-big-file";
+
+/// Add an image whose last entry is a big file of zeros, gzip-compressed
+/// by the host's gzip (fast) so that the tarball stays small.
+fn add_big_image(md: &Mydocker, name: &str) {
+    std::fs::create_dir_all(md.images()).unwrap();
+    let file = std::fs::File::create(md.images().join(format!("{name}.tar"))).unwrap();
+    let mut gzip = Command::new("gzip")
+        .arg("-1")
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .expect("run gzip");
+    let mut tar = tar::Builder::new(gzip.stdin.take().unwrap());
+    append_to(&mut tar, tar::EntryType::Directory, "bin/", 0o755, b"");
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    append_to(
+        &mut tar,
+        tar::EntryType::Regular,
+        "bin/busybox",
+        0o755,
+        &busybox,
+    );
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(BIG);
+    tar.append_data(&mut header, BIG_NAME, std::io::repeat(0).take(BIG))
+        .unwrap();
+    drop(tar.into_inner().unwrap());
+    let status = gzip.wait().unwrap();
+    assert!(status.success(), "gzip failed");
+}
+
+fn append_to<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    kind: tar::EntryType,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(data.len() as u64);
+    tar.append_data(&mut header, path, data).unwrap();
+}
+
+/// Start `run big /bin/busybox echo RAN` and wait until the big file is
+/// being written under the state root, less than half of it: the moment
+/// to interrupt the unpack. None when the moment was missed (the file was
+/// written too fast for the test to see it half-way).
+fn catch_the_unpack(md: &Mydocker) -> (mydocker_stage_tests::Spawned, Option<PathBuf>) {
+    let mut child = md.spawn_command(md.command(&["run", "big", "/bin/busybox", "echo", "RAN"]));
+    let mut found = None;
+    let seen = eventually(Duration::from_secs(20), || {
+        found = find_path(md.root(), BIG_NAME).filter(|p| !p.starts_with(md.images()));
+        found.is_some() || !child.is_running()
+    });
+    let Some(path) = found else {
+        if seen {
+            let out = child.wait();
+            panic!("run ended before the image's last entry, {BIG_NAME}, appeared under the state root: {out:#?}");
+        }
+        panic!(
+            "waited 20 s for the image's last entry, {BIG_NAME}, to appear under the state root {}",
+            md.root().display()
+        );
+    };
+    let half_way = std::fs::metadata(&path).is_ok_and(|m| m.len() < BIG / 2);
+    (child, half_way.then_some(path))
+}
+
+/// A signal that comes while the image is unpacked, with no container yet
+/// to pass it to, must not be lost: even during the very last entry, `run`
+/// stops before the command starts, exits 128 + the signal, says so in one
+/// line, and leaves nothing behind.
+#[test]
+fn sigterm_during_the_unpack_stops_run_before_the_container_starts() {
+    let md = Mydocker::new();
+    add_big_image(&md, "big");
+    for attempt in 1..=3 {
+        let (child, half_way) = catch_the_unpack(&md);
+        let pid = child.id();
+        signal(pid, libc::SIGTERM);
+        let out = child.wait();
+        if half_way.is_none() {
+            // The signal may have come after the file was complete: try
+            // again, that attempt proves nothing.
+            assert!(attempt < 3, "could not catch the unpack half-way: {out:#?}");
+            eventually(Duration::from_secs(5), || md.containers_left().is_empty());
+            continue;
+        }
+        assert!(
+            !out.stdout.contains("RAN"),
+            "SIGTERM came while the image was unpacked, yet the command ran: {out:#?}"
+        );
+        assert_eq!(out.code, Some(128 + 15), "{out:#?}");
+        out.one_line_failure();
+        assert!(
+            md.containers_left().is_empty(),
+            "an interrupted run left {:?}",
+            md.containers_left()
+        );
+        return;
+    }
+}
+
+/// SIGKILL cannot be caught: a run killed during the unpack leaves its
+/// half-unpacked container. The next run notices and removes it.
+#[test]
+fn a_run_killed_during_the_unpack_is_cleaned_up_by_the_next_run() {
+    let md = Mydocker::new();
+    add_big_image(&md, "big");
+    let (child, _) = catch_the_unpack(&md);
+    signal(child.id(), libc::SIGKILL);
+    assert_eq!(child.wait().code, None, "mydocker should die of SIGKILL");
+    let left = md.containers_left();
+    assert!(
+        !left.is_empty(),
+        "nothing under {}/containers after a kill -9 during the unpack: where did it unpack?",
+        md.root().display()
+    );
+    md.run(&[], &["true"]).success();
+    assert!(
+        md.containers_left().is_empty(),
+        "the next run left the killed run's {:?}",
+        md.containers_left()
+    );
+}
+
+/// A run killed with SIGKILL while its container runs: the container dies
+/// with it (stage 1), and the next run removes its files and its cgroups.
+#[test]
+fn a_run_killed_while_its_container_runs_is_cleaned_up_by_the_next_run() {
+    let _lock = mydocker_stage_tests::cgroups_shared();
+    let md = Mydocker::new();
+    let running = md.start(&["-m", "64m"], "read x || true");
+    let cgroups = running.container_cgroups();
+    assert!(
+        !cgroups.is_empty(),
+        "no container cgroup: {}",
+        running.cgroups
+    );
+    let left = md.containers_left();
+    assert_eq!(left.len(), 1, "one container directory: {left:?}");
+    let id = left[0].clone();
+    let processes: Vec<(u32, Option<u64>)> = descendants(running.id())
+        .into_iter()
+        .map(|p| (p, start_time(p)))
+        .collect();
+    signal(running.id(), libc::SIGKILL);
+    assert_eq!(
+        running.finish().code,
+        None,
+        "mydocker should die of SIGKILL"
+    );
+    // Whether the container died with mydocker is another test's business:
+    // make sure it did, so that this test looks at the clean-up only.
+    for (p, t) in &processes {
+        if alive(*p, *t) {
+            signal(*p, libc::SIGKILL);
+        }
+    }
+    assert!(eventually(Duration::from_secs(5), || processes
+        .iter()
+        .all(|(p, t)| !alive(*p, *t))));
+    md.run(&[], &["true"]).success();
+    let left = md.containers_left();
+    let cgroups_left: Vec<&PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();
+    let by_id: Vec<PathBuf> = cgroup_roots()
+        .into_iter()
+        .map(|r| r.join("mydocker").join(&id))
+        .filter(|d| d.exists())
+        .collect();
+    // Leave nothing behind, whatever the verdict.
+    md.forget_killed_run(&cgroups);
+    mydocker_stage_tests::remove_cgroups(&by_id);
+    assert!(
+        left.is_empty(),
+        "the next run left the killed run's container directory: {left:?}"
+    );
+    assert!(
+        cgroups_left.is_empty() && by_id.is_empty(),
+        "the next run left the killed container's cgroups: {cgroups_left:?} {by_id:?}"
+    );
+}
+
+/// The clean-up of killed runs must tell them from live ones: a run that
+/// starts while another one's container runs leaves that container alone.
+#[test]
+fn a_running_container_is_never_cleaned_up_by_another_run() {
+    let md = Mydocker::new();
+    let mut first = md.start(
+        &[],
+        "echo kept > /tmp/first-file; echo written; read x || true; cat /tmp/first-file",
+    );
+    first.process().expect_line("written");
+    let path = find_path(md.root(), "first-file")
+        .expect("the first container's file is somewhere under the state root");
+    md.run(&[], &["true"]).success();
+    md.run(&[], &["true"]).success();
+    assert_eq!(
+        std::fs::read_to_string(&path).ok().as_deref(),
+        Some("kept\n"),
+        "a second run removed the files of a container that still runs"
+    );
+    let out = first.finish();
+    assert_eq!(out.success(), "written\nkept\n", "{out:#?}");
 }
