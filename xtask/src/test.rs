@@ -19,6 +19,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::grade::{self, Grader};
 use crate::stages::{self, STAGES};
 
 pub struct Options {
@@ -64,7 +65,8 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
             Some(bin) => bin.clone(),
             None => build_chapter(root, stage)?,
         };
-        return end_to_end(root, stage, &bin);
+        let grader = Grader::new(root)?;
+        return end_to_end(&grader, stage, &bin);
     }
 
     cargo(root, &["fmt", "--all", "--check"])?;
@@ -83,6 +85,13 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         root,
         &["test", "--workspace", "--exclude", "mydocker-stage-tests"],
     )?;
+    // The stage tests' own unit tests, which need no root: among them, the
+    // check that tests/catalog.txt has every test and names real sections
+    // of the book.
+    cargo(
+        root,
+        &["test", "--package", "mydocker-stage-tests", "--lib"],
+    )?;
     crate::split::split(root, true)?;
 
     let mut binaries = Vec::new();
@@ -92,10 +101,11 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     cargo(root, &["build", "--package", "mydocker"])?;
     // The book's transcripts run against the chapters' binaries.
     crate::book::main(root, &[])?;
+    let grader = Grader::new(root)?;
     for (stage, bin) in &binaries {
-        end_to_end(root, *stage, bin)?;
+        end_to_end(&grader, *stage, bin)?;
     }
-    end_to_end(root, stages::last(), &root.join("target/debug/mydocker"))?;
+    end_to_end(&grader, stages::last(), &root.join("target/debug/mydocker"))?;
     // The stage tests must fail on every broken variant of the program.
     crate::broken::main(root, &[])?;
     crate::qemu::v2_tests(root)?;
@@ -137,54 +147,13 @@ pub fn build_chapter(root: &Path, number: u32) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Run the end-to-end tests of stages 1..=`stage` against `bin`.
-fn end_to_end(root: &Path, stage: u32, bin: &Path) -> Result<()> {
-    let mut args: Vec<String> = ["test", "--package", "mydocker-stage-tests"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for test in stage_tests(root, stage)? {
-        args.push("--test".into());
-        args.push(test);
-    }
-    println!("\n== stage {stage} tests against {}", bin.display());
-    let mut command = Command::new(env!("CARGO"));
-    command
-        .current_dir(root)
-        .args(&args)
-        .env("MYDOCKER_BIN", bin)
-        .env("MYDOCKER_STAGE", stage.to_string());
-    // The tests need root. As a user with sudo, cargo builds them as you and
-    // runs each test binary through sudo (cargo's "runner").
-    if !is_root() {
-        command.arg("--config").arg(
-            "target.'cfg(target_os = \"linux\")'.runner = ['sudo', '--preserve-env=MYDOCKER_BIN,MYDOCKER_STAGE,RUST_TEST_THREADS,RUST_BACKTRACE']",
-        );
-    }
-    let status = command.status().context("run cargo test")?;
-    if !status.success() {
-        bail!("stage {stage} tests failed against {}", bin.display());
-    }
-    Ok(())
-}
-
-/// tests/tests/stageNN_*.rs for every NN up to `stage`, as test target names.
-fn stage_tests(root: &Path, stage: u32) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(root.join("tests/tests")).context("read tests/tests")? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".rs") else {
-            continue;
-        };
-        let Some(number) = stem.strip_prefix("stage").and_then(|s| s.get(..2)) else {
-            continue;
-        };
-        if number.parse::<u32>().is_ok_and(|n| n <= stage) {
-            names.push(stem.to_string());
-        }
-    }
-    names.sort();
-    Ok(names)
+/// Run the end-to-end tests of stages 1..=`stage` against `bin`, every one
+/// of them (no stopping at the first failure), and print the report: each
+/// test's result, the details of each failure, and a summary that names
+/// what each failed test expected and where the book teaches it. As a user
+/// with sudo, the test binaries run through sudo (see `grade.rs`).
+fn end_to_end(grader: &Grader, stage: u32, bin: &Path) -> Result<()> {
+    grade::grade_one(grader, bin, stage)
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
