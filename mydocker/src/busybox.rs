@@ -132,7 +132,9 @@ fn applets() -> Result<Vec<String>> {
         })
         .collect())
 }
+// ANCHOR_END: applets
 
+// ANCHOR: add
 /// Append one entry owned by root. For a symlink, `data` is its target.
 fn add(
     tar: &mut Builder<File>,
@@ -157,7 +159,7 @@ fn add(
     };
     result.with_context(|| format!("add {path} to the busybox image"))
 }
-// ANCHOR_END: applets
+// ANCHOR_END: add
 
 // ANCHOR: elf
 /// Whether an ELF binary names a dynamic loader (a PT_INTERP program header):

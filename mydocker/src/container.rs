@@ -25,6 +25,7 @@ use crate::image;
 use crate::paths::Paths;
 
 // ANCHOR: container
+// ANCHOR: create
 pub struct Container {
     pub id: String,
     dir: PathBuf,
@@ -41,9 +42,10 @@ impl Container {
     ) -> Result<Container> {
         let tarball = image::find(paths, image_name)?;
         let dir = paths.container(id);
-        // Make the directory and lock it in one step, as far as another
-        // `run` looking for dead containers can tell (it takes the same
-        // lock on `containers/` first): an unlocked directory is dead.
+        // Make the directory and lock it while holding `containers/`
+        // locked: a `run` looking for dead containers takes that lock
+        // first, so it never sees this directory made but not yet locked,
+        // which it would take for dead.
         let store = lock_store(paths)?;
         // 0700: the host's users must not reach the container's files, say
         // a setuid-root program written in the container.
@@ -61,6 +63,7 @@ impl Container {
         image::unpack(&tarball, &container.rootfs())?;
         Ok(container)
     }
+    // ANCHOR_END: create
 
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join("rootfs")
@@ -71,6 +74,7 @@ impl Container {
     }
 }
 
+// ANCHOR: drop
 /// However `run` ends, an error included, the container's files go with it.
 impl Drop for Container {
     fn drop(&mut self) {
@@ -79,6 +83,7 @@ impl Drop for Container {
         }
     }
 }
+// ANCHOR_END: drop
 // ANCHOR_END: container
 
 // ANCHOR: remove_dead

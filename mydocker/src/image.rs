@@ -133,6 +133,7 @@ fn open(tarball: &Path) -> Result<Box<dyn Read>> {
 // ANCHOR_END: open
 
 // ANCHOR: entries
+// ANCHOR: entry_path
 fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
     let mut archive = tar::Archive::new(open(tarball)?);
     // An image keeps its owners, modes and times: /tmp is 1777, a setuid
@@ -156,6 +157,8 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
         }
         no_symlink_on_the_way(root, &relative)
             .with_context(|| format!("entry {}", path.display()))?;
+        // ANCHOR_END: entry_path
+        // ANCHOR: entry_link
         let kind = entry.header().entry_type();
         if let Some(link) =
             entry.link_name().context("an entry has an invalid link")?
@@ -179,6 +182,8 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
                 );
             }
         }
+        // ANCHOR_END: entry_link
+        // ANCHOR: entry_kind
         match kind {
             // The tar crate writes these as plain files: make the real node.
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -195,6 +200,7 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
             }
         }
     }
+    // ANCHOR_END: entry_kind
     // ANCHOR: trailer
     // The tar reader stops at the archive's end marker, before gzip's
     // trailer: read to the end, so that gzip checks the CRC and length of
@@ -207,6 +213,7 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
 // ANCHOR_END: entries
 
 // ANCHOR: checks
+// ANCHOR: inside
 /// The entry's path relative to the image root; an error for an absolute
 /// path or one that climbs with `..`.
 fn inside(path: &Path) -> Result<PathBuf> {
@@ -223,7 +230,9 @@ fn inside(path: &Path) -> Result<PathBuf> {
     }
     Ok(relative)
 }
+// ANCHOR_END: inside
 
+// ANCHOR: stays_inside
 /// Whether a relative symlink at `entry` pointing to `target` stays within
 /// the image root.
 fn stays_inside(entry: &Path, target: &Path) -> bool {
@@ -241,7 +250,9 @@ fn stays_inside(entry: &Path, target: &Path) -> bool {
     }
     true
 }
+// ANCHOR_END: stays_inside
 
+// ANCHOR: no_symlink
 /// Refuse to write through a symlink that an earlier entry created: the
 /// host would follow it, wherever it points.
 fn no_symlink_on_the_way(root: &Path, relative: &Path) -> Result<()> {
@@ -260,9 +271,11 @@ fn no_symlink_on_the_way(root: &Path, relative: &Path) -> Result<()> {
     }
     Ok(())
 }
+// ANCHOR_END: no_symlink
 // ANCHOR_END: checks
 
 // ANCHOR: make_node
+// ANCHOR: device_filter
 /// mknod(2) for a device or FIFO entry, with its owner and mode.
 ///
 /// A device node is a key to a kernel driver: `b 254 0` would be the host's
@@ -296,6 +309,8 @@ fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
             (SFlag::S_IFCHR, major, minor)
         }
     };
+    // ANCHOR_END: device_filter
+    // ANCHOR: mknod
     let mode = header.mode()? & 0o7777;
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent)
@@ -317,6 +332,7 @@ fn make_node<R: Read>(entry: &tar::Entry<R>, dest: &Path) -> Result<()> {
         .with_context(|| format!("chown {}", dest.display()))?;
     Ok(())
 }
+// ANCHOR_END: mknod
 // ANCHOR_END: make_node
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+// ANCHOR: paths
 /// The default state root, where Docker keeps /var/lib/docker.
 pub const DEFAULT_ROOT: &str = "/var/lib/mydocker";
 
@@ -54,4 +55,5 @@ impl Paths {
         self.containers().join(id)
     }
 }
+// ANCHOR_END: paths
 // @end

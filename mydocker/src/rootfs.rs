@@ -58,6 +58,7 @@ pub fn pivot_into(rootfs: &Path) -> Result<()> {
 // ANCHOR_END: pivot
 
 // ANCHOR: dev
+// ANCHOR: devices
 /// The device nodes a program expects, as (name, major, minor): the same
 /// numbers as on every Linux system (see devices.txt in the kernel docs).
 pub const DEVICES: [(&str, u64, u64); 6] = [
@@ -95,6 +96,8 @@ pub fn mount_dev() -> Result<()> {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
             .with_context(|| format!("chmod {}", path.display()))?;
     }
+    // ANCHOR_END: devices
+    // ANCHOR: devpts
     // A private devpts instance: the container's pseudo-terminals are its own.
     let pts = dev.join("pts");
     mkdir(&pts)?;
@@ -128,6 +131,7 @@ pub fn mount_dev() -> Result<()> {
     }
     Ok(())
 }
+// ANCHOR_END: devpts
 // ANCHOR_END: dev
 
 // ANCHOR: sys

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+// ANCHOR: paths
 /// The default state root, where Docker keeps /var/lib/docker.
 pub const DEFAULT_ROOT: &str = "/var/lib/mydocker";
 
@@ -53,3 +54,4 @@ impl Paths {
         self.containers().join(id)
     }
 }
+// ANCHOR_END: paths
