@@ -332,13 +332,17 @@ fn the_host_is_untouched_after_runs() {
 /// On a systemd host `/` is a *shared* mount: a container that mounts before
 /// making its mounts private would mount on the host too. This host may not
 /// be like that, so the test builds such a world: a mount namespace of its
-/// own whose mounts are shared, and runs mydocker in there.
+/// own whose mounts are shared, and runs mydocker in there. The namespace
+/// is made private first, then shared: its mounts are peers of each other,
+/// never of the real host's, so even a broken binary cannot reach the host
+/// from there (on a systemd host, `unshare --propagation shared` alone
+/// would leave them peers of the host's own mounts).
 #[test]
 fn mounts_never_propagate_out_even_from_shared_mounts() {
     let md = Mydocker::new();
     let run = md.run_args(&[], &["sh", "-c", "echo inside"]);
     let script = format!(
-        "before=$(wc -l < /proc/self/mountinfo); \"$0\" {} >/dev/null; echo \"$before $(wc -l < /proc/self/mountinfo)\"",
+        "mount --make-rshared / || exit 99; before=$(wc -l < /proc/self/mountinfo); \"$0\" {} >/dev/null; echo \"$before $(wc -l < /proc/self/mountinfo)\"",
         run.iter()
             .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
             .collect::<Vec<_>>()
@@ -346,7 +350,7 @@ fn mounts_never_propagate_out_even_from_shared_mounts() {
     );
     let mut command = std::process::Command::new("unshare");
     command
-        .args(["--mount", "--propagation", "shared", "sh", "-c", &script])
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .arg(md.bin())
         .env("MYDOCKER_ROOT", md.root())
         .stdin(std::process::Stdio::null());

@@ -124,6 +124,48 @@ fn the_device_nodes_work() {
     );
 }
 
+/// /dev is a tmpfs of the container's own with the harmless devices only:
+/// the host's /dev, bind-mounted, would hand the container the host's
+/// disks and memory.
+#[test]
+fn dev_is_a_fresh_tmpfs_with_only_harmless_devices() {
+    let md = Mydocker::new();
+    let out = md.sh(
+        &[],
+        "grep ' /dev ' /proc/self/mountinfo; echo --; \
+         find /dev -xdev \\( -type b -o -type c \\) -exec stat -c '%F %t:%T %n' {} +",
+    );
+    let stdout = out.success();
+    let (mount, devices) = stdout.split_once("--\n").unwrap_or(("", ""));
+    let fstype = mount
+        .split_once(" - ")
+        .and_then(|(_, right)| right.split_whitespace().next());
+    assert_eq!(
+        fstype,
+        Some("tmpfs"),
+        "/dev is not a tmpfs of its own: {out:#?}"
+    );
+    let harmless = ["1:3", "1:5", "1:7", "1:8", "1:9", "5:0"];
+    for line in devices.lines() {
+        let numbers = line.split_whitespace().rev().nth(1).unwrap_or("");
+        // stat prints the numbers in hexadecimal.
+        let decimal: Vec<String> = numbers
+            .split(':')
+            .map(|n| u32::from_str_radix(n, 16).map_or(n.to_string(), |n| n.to_string()))
+            .collect();
+        assert!(
+            line.starts_with("character special file")
+                && harmless.contains(&decimal.join(":").as_str()),
+            "a device that is not one of the harmless six is in /dev: {line}\n{out:#?}"
+        );
+    }
+    assert_eq!(
+        devices.lines().count(),
+        6,
+        "null, zero, full, random, urandom and tty: {out:#?}"
+    );
+}
+
 #[test]
 fn sys_is_read_only() {
     let md = Mydocker::new();
@@ -267,8 +309,12 @@ fn a_tarball_like_docker_export_runs_gzipped_with_devices() {
 #[test]
 fn hostile_tarballs_are_refused_and_leave_nothing() {
     let md = Mydocker::new();
-    let target = std::env::temp_dir().join(format!("mydocker-escape-{}", std::process::id()));
-    std::fs::create_dir_all(&target).unwrap();
+    // Removed when the test ends, failed or not.
+    let target_dir = tempfile::Builder::new()
+        .prefix("mydocker-escape-")
+        .tempdir()
+        .unwrap();
+    let target = target_dir.path().to_path_buf();
     let escapes: Vec<(&str, Vec<u8>)> = vec![
         (
             "dotdot",
@@ -362,7 +408,6 @@ fn hostile_tarballs_are_refused_and_leave_nothing() {
         written.is_empty(),
         "a hostile image wrote on the host: {written:?}"
     );
-    std::fs::remove_dir(&target).unwrap();
 }
 
 fn append(

@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 
 #[path = "../../tests/src/catalog.rs"]
 #[allow(dead_code)]
-mod catalog;
+pub mod catalog;
 
 use crate::stages;
 
