@@ -83,7 +83,7 @@ pub fn listing(page: &Path, argument: &str) -> Result<Listing> {
         Some((file, selector)) => (file, Some(selector)),
         None => (argument, None),
     };
-    let path = page.parent().unwrap_or(Path::new(".")).join(file);
+    let path = clean(&page.parent().unwrap_or(Path::new(".")).join(file));
     let text = fs::read_to_string(&path).with_context(|| format!("{file} does not exist"))?;
     let numbered = text
         .lines()
@@ -124,6 +124,22 @@ pub fn listing(page: &Path, argument: &str) -> Result<Listing> {
         bail!("{file} is empty");
     }
     Ok(Listing { file: path, lines })
+}
+
+/// `a/b/../c` as `a/c`, without asking the filesystem: for messages.
+fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// What follows the file name, as mdBook reads it: `:anchor`, `:N`,
@@ -214,6 +230,8 @@ mod tests {
         assert!(text("a.rs:empty").is_err());
         assert!(text("a.rs:missing").is_err());
         assert!(text("nope.rs").is_err());
+        assert_eq!(clean(Path::new("/a/b/../../c/./d")), Path::new("/c/d"));
+        assert_eq!(clean(Path::new("../x/../y")), Path::new("../y"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

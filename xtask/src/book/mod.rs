@@ -54,10 +54,17 @@
 //! `/var/lib/mydocker`, `/tmp` and `/usr/local/bin` are fresh and empty for
 //! each page, `/usr/local/bin/mydocker` is the page's stage's binary (for
 //! `NN-slug.md`, chapter NN's; the complete program for other pages), and
-//! `sudo` is a shim that resets the environment as sudo does. The hostname
-//! is `vm`. The network is the host's. A transcript must not write into the
-//! checkout (ignored build output aside): the check compares
-//! `git status` before and after each page.
+//! `sudo` is a shim that resets the environment as sudo does (PATH is
+//! secure_path, HOME=/root; options such as `sudo -i` are refused). The
+//! hostname is `vm`; the network is the host's. The terminal is 250 columns
+//! wide (`ls` prints columns, as at any terminal) and the first one is
+//! `/dev/pts/0` (the sandbox has a devpts of its own). Paths print as a reader
+//! sees them: the scratch directories under their sandbox names (in a mount
+//! table, say), and the checkout as `/home/vagrant/mydocker`, where the
+//! classroom VM has it. A transcript must not write into the checkout
+//! (ignored build output aside): the check compares `git status` and the
+//! tags before and after each page (so edits made meanwhile by someone else
+//! show up too: run again).
 //!
 //! ## Annotations
 //!
@@ -199,15 +206,24 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         .collect();
 
     let includes = includes::check(root, &texts)?;
+    // A directory of our own: runs in parallel must not share one.
+    let html = root
+        .join("target/book-check")
+        .join(std::process::id().to_string());
     let status = Command::new("mdbook")
         .arg("build")
         .arg(&book)
+        .arg("--dest-dir")
+        .arg(&html)
         .status()
         .context("run mdbook (install it with scripts/setup.sh)")?;
     if !status.success() {
         bail!("mdbook build failed");
     }
-    let rendered = render::check(root, &src, &build_dir(&book)?, &texts)?;
+    let rendered = render::check(root, &src, &html, &texts);
+    let _ = fs::remove_dir_all(&html);
+    let _ = fs::remove_dir(root.join("target/book-check")); // if empty
+    let rendered = rendered?;
     for problem in &rendered {
         eprintln!("  {problem}");
     }
@@ -231,26 +247,6 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         bail!("book: {}", failures.join("; "));
     }
     Ok(())
-}
-
-/// Where mdBook writes the HTML: `[build] build-dir` of book.toml, or
-/// `book/` next to it.
-fn build_dir(book: &Path) -> Result<PathBuf> {
-    let config = book.join("book.toml");
-    let text = fs::read_to_string(&config).with_context(|| format!("read {}", config.display()))?;
-    let mut section = "";
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            section = line;
-        } else if section == "[build]" {
-            if let Some(value) = line.strip_prefix("build-dir").map(str::trim_start) {
-                if let Some(value) = value.strip_prefix('=') {
-                    return Ok(book.join(value.trim().trim_matches('"')));
-                }
-            }
-        }
-    }
-    Ok(book.join("book"))
 }
 
 fn read_pages(root: &Path, src: &Path) -> Result<Vec<Page>> {
@@ -484,8 +480,11 @@ fn run_page(root: &Path, page: &Page, blocks: &[Block], options: &Options) -> Re
                 tally.differ += 1;
                 tally.failed += 1;
                 println!("  {at}: FAILED ({secs:.1}s): {problem}");
-                println!("    what ran, page `-`, real run `+`:");
-                print!("{}", indent(&run::diff(block, &page.name, &capture.lines)));
+                let diff = run::diff(block, &page.name, &capture.lines);
+                if !diff.is_empty() {
+                    println!("    what ran, page `-`, real run `+`:");
+                    print!("{}", indent(&diff));
+                }
             }
         }
     };

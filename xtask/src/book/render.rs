@@ -68,9 +68,10 @@ pub fn check(
                         ""
                     };
                     problems.push(format!(
-                        "{at}: {{{{#include {}}}}} is not one intact code block in {}{hint}",
+                        "{at}: {{{{#include {}}}}} is not one intact code block in the rendered \
+                         {}{hint}",
                         include.argument,
-                        shown(&html_path)
+                        relative.display()
                     ));
                 }
             }

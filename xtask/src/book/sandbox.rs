@@ -10,9 +10,11 @@
 //! | `/tmp` (mode 1777)    | `tmp/`           | pages use `/tmp/x` freely                  |
 //! | `/usr/local/bin`      | `bin/`           | `mydocker` is the chapter's binary, `sudo` a shim |
 //!
-//! The hostname is `vm` (the machine the book was written on), so
-//! `hostname` prints the same everywhere. The network is the host's,
-//! untouched, so cargo can reach crates.io.
+//! `/dev/pts` is a devpts instance of its own, so the first terminal is
+//! `/dev/pts/0`, as in a reader's first ssh session. The hostname is `vm`
+//! (the machine the book was written on), so `hostname` prints the same
+//! everywhere. The network is the host's, untouched, so cargo can reach
+//! crates.io.
 //!
 //! The namespaces are held by a tmux server started inside them; every
 //! shell, and everything a transcript starts, is its descendant. The server
@@ -160,6 +162,7 @@ impl Sandbox {
              mount --bind {state} /var/lib/mydocker\n\
              mount --bind {tmp} /tmp\n\
              mount --bind {bin} /usr/local/bin\n\
+             mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts\n\
              hostname {HOSTNAME}\n\
              exec tmux -S {socket} -f /dev/null -D\n",
             state = quote(&self.dir.join("state"))?,
@@ -229,6 +232,8 @@ impl Sandbox {
         if self.namespace == ours {
             bail!("the sandbox's tmux server is in our own mount namespace");
         }
+        // For the next run, should this one die without cleaning up.
+        fs::write(self.dir.join("namespace"), &self.namespace)?;
         Ok(())
     }
 
@@ -398,8 +403,10 @@ fn replace_path(line: &str, from: &str, to: &str) -> String {
     out
 }
 
-/// Remove the run directories of runs that died without cleaning up (by
-/// SIGKILL): their process is gone, so are their namespaces and mounts.
+/// Clean up after runs that died without cleaning up (SIGKILL): their
+/// tmux server died with them, but a container may have outlived its
+/// terminal. End what is left in their sandbox's mount namespace (saved in
+/// `namespace`), then remove their directory.
 fn remove_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
@@ -409,9 +416,18 @@ fn remove_stale(base: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir_all(entry.path());
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue; // a run in progress
         }
+        if let Ok(namespace) = fs::read_to_string(entry.path().join("namespace")) {
+            let namespace = namespace.trim();
+            let left = descendants(&processes(), |p| p.mount_ns.as_deref() == Some(namespace));
+            if let Err(err) = end(left, Duration::ZERO) {
+                eprintln!("book: a run that died left processes: {err:#}");
+                continue;
+            }
+        }
+        let _ = fs::remove_dir_all(entry.path());
     }
 }
 
