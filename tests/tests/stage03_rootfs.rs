@@ -1057,6 +1057,7 @@ fn sigterm_during_the_unpack_stops_run_before_the_container_starts() {
             // The signal may have come after the file was complete: try
             // again, that attempt proves nothing.
             assert!(attempt < 3, "could not catch the unpack half-way: {out:#?}");
+            eprintln!("attempt {attempt}: the signal may have come after the last entry; again");
             eventually(Duration::from_secs(5), || md.containers_left().is_empty());
             continue;
         }
