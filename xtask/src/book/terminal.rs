@@ -10,6 +10,7 @@
 //! stopped changing.
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,6 +31,8 @@ const POLL: Duration = Duration::from_millis(20);
 const STABLE_POLLS: usize = 4;
 /// For the waits of the check itself (a new shell, clearing the screen).
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// For one tmux command.
+const TMUX_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A tmux server, by its socket.
 #[derive(Clone, Debug)]
@@ -39,26 +42,59 @@ pub struct Tmux {
 
 impl Tmux {
     /// Run one tmux command (or several, separated by `;` arguments) and
-    /// return what it printed.
+    /// return what it printed. A command answers at once; one that does not
+    /// within `TMUX_TIMEOUT` is ended, so that a wedged server cannot hang
+    /// the check.
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<String> {
-        let output = Command::new("tmux")
+        let describe = || {
+            let words: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+            format!("tmux {}", words.join(" "))
+        };
+        let mut child = Command::new("tmux")
             .arg("-S")
             .arg(&self.socket)
             .arg("-f")
             .arg("/dev/null")
             .args(args)
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .context("run tmux (is it installed? scripts/setup.sh installs it)")?;
-        if !output.status.success() {
-            let words: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
-            bail!(
-                "tmux {}: {}",
-                words.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
+        // Read while it runs: a big capture would fill the pipe.
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
+        else {
+            bail!("{}: no pipes", describe());
+        };
+        let reader = std::thread::spawn(move || {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let _ = stdout.read_to_end(&mut out);
+            let _ = stderr.read_to_end(&mut err);
+            (out, err)
+        });
+        let deadline = Instant::now() + TMUX_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{}: no answer within {}s",
+                    describe(),
+                    TMUX_TIMEOUT.as_secs()
+                );
+            }
+            sleep(Duration::from_millis(1));
+        };
+        let (out, err) = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("{}: reading its output failed", describe()))?;
+        if !status.success() {
+            bail!("{}: {}", describe(), String::from_utf8_lossy(&err).trim());
         }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }
 
