@@ -22,7 +22,8 @@ pub struct Options {
     pub patterns: Vec<Regex>,
     /// `timeout=SECONDS`: the limit for each command of the block.
     pub timeout: Duration,
-    /// `fresh`: a new shell for this block (and the blocks after it).
+    /// `fresh`: start over as at the page's first block: a new shell, empty
+    /// scratch directories.
     pub fresh: bool,
     /// `user=nobody`: the block runs in a shell of its own as `nobody`.
     pub nobody: bool,

@@ -83,7 +83,7 @@
 //! | `vary=CLASS,...` | wildcard classes, below |
 //! | `re='REGEX'` | text matching REGEX (Rust regex syntax) compares equal on both sides; repeatable; applied to the raw line, before everything else |
 //! | `timeout=SECONDS` | the limit for each command of the block (default 60) |
-//! | `fresh` | a new shell for this block and the ones after it: no cwd, variables or jobs from before (files stay) |
+//! | `fresh` | start over as at the page's first block: a new shell in the checkout (no variables or jobs from before), empty `/tmp` and `/var/lib/mydocker`, the page's `mydocker`; the blocks after it go on from there |
 //! | `user=nobody` | the block runs in a shell of its own as `nobody` (uid/gid 65534, no groups, via setpriv); the page's shell is untouched |
 //! | `not run: REASON` | the block is not run (a VM, a browser); the reason is mandatory, and at least 90% of the blocks must run |
 //!
@@ -452,7 +452,11 @@ fn run_page(root: &Path, page: &Page, blocks: &[Block], options: &Options) -> Re
         }
         (true, None) => build_complete(root)?,
     };
-    println!("\n== book: {} against {}", page.name, shown(root, &binary));
+    if runnable {
+        println!("\n== book: {} against {}", page.name, shown(root, &binary));
+    } else {
+        println!("\n== book: {}: no block runs", page.name);
+    }
     let mut tally = Tally {
         blocks: blocks.len(),
         ..Tally::default()

@@ -88,6 +88,7 @@ pub fn page(
                 if let Some(old) = main.take() {
                     sandbox.end_shell(old)?;
                 }
+                sandbox.reset(binary)?;
             }
             let mut shell = match main.take() {
                 Some(shell) => shell,

@@ -248,6 +248,28 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Start over, as at the page's first block: empty `/tmp` and
+    /// `/var/lib/mydocker`, and only the shim and `binary` in
+    /// `/usr/local/bin`. Shells must be ended first.
+    pub fn reset(&self, binary: &Path) -> Result<()> {
+        for sub in ["state", "tmp", "bin"] {
+            let dir = self.dir.join(sub);
+            for entry in fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+                let path = entry?.path();
+                if path.file_name().is_some_and(|n| n == "sudo") && sub == "bin" {
+                    continue;
+                }
+                let removed = if path.is_dir() && !path.is_symlink() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("remove {}", path.display()))?;
+            }
+        }
+        self.install(binary)
+    }
+
     /// `line` as the reader would see it: the scratch directories under
     /// their sandbox names (a mount table shows where a bind mount comes
     /// from), and the checkout where the classroom VM has it.
