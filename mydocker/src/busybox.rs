@@ -11,6 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 use tar::{Builder, EntryType, Header};
 
 // ANCHOR: consts
@@ -40,6 +43,7 @@ pub fn create(tarball: &Path) -> Result<()> {
     let dir = tarball.parent().context("image path has no directory")?;
     fs::create_dir_all(dir)
         .with_context(|| format!("mkdir {}", dir.display()))?;
+    remove_partials_of_the_dead(dir);
     let partial = dir.join(format!(".{IMAGE}.tar.{}", std::process::id()));
     let result = write_image(&partial, &binary).and_then(|()| {
         fs::rename(&partial, tarball)
@@ -51,6 +55,27 @@ pub fn create(tarball: &Path) -> Result<()> {
     result
 }
 // ANCHOR_END: create
+
+// ANCHOR: partials
+/// A `run` killed while it wrote the image leaves its `.busybox.tar.PID`
+/// behind: remove those whose process no longer exists.
+fn remove_partials_of_the_dead(dir: &Path) {
+    let prefix = format!(".{IMAGE}.tar.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(Ok(pid)) = name.strip_prefix(&prefix).map(str::parse) else {
+            continue;
+        };
+        // kill(pid, 0) sends nothing: it only asks whether pid exists.
+        if kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+// ANCHOR_END: partials
 
 // ANCHOR: layout
 fn write_image(path: &Path, binary: &[u8]) -> Result<()> {

@@ -124,8 +124,10 @@ fn open(tarball: &Path) -> Result<Box<dyn Read>> {
     let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
     file.rewind()?;
     let file = BufReader::new(file);
+    // Multi: `cat a.tar.gz b.tar.gz` is one valid gzip file of two
+    // members, and gzip(1) reads them all; so must we.
     Ok(if gzip {
-        Box::new(flate2::read::GzDecoder::new(file))
+        Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
     })
@@ -205,12 +207,34 @@ fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
     // The tar reader stops at the archive's end marker, before gzip's
     // trailer: read to the end, so that gzip checks the CRC and length of
     // everything we unpacked. A corrupted image must not run.
-    io::copy(&mut archive.into_inner(), &mut io::sink())
-        .context("the image is corrupt")?;
+    check_the_end(archive.into_inner())?;
     // ANCHOR_END: trailer
     Ok(())
 }
 // ANCHOR_END: entries
+
+// ANCHOR: check_the_end
+/// Read what follows the archive's end marker: only zeros may (tar pads
+/// its output), and reading it makes gzip check its CRC and length.
+fn check_the_end(mut rest: impl Read) -> Result<()> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        // A long padding, or a huge gzip trailer, must not hold off Ctrl-C.
+        signals::check_interrupted()?;
+        let read = match rest.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err).context("the image is corrupt"),
+        };
+        if buffer[..read].iter().any(|byte| *byte != 0) {
+            // Such as a second archive appended with `cat`: its files would
+            // be silently left out.
+            bail!("the image has data after the end of its archive");
+        }
+    }
+}
+// ANCHOR_END: check_the_end
 
 // ANCHOR: checks
 // ANCHOR: inside

@@ -59,23 +59,15 @@ fn main() {
             // `{:#}` prints the whole chain of context on one line:
             // "mydocker: mount(proc, /proc): EPERM: Operation not permitted".
             eprintln!("mydocker: {err:#}");
-            // @before 3
-            // // 125, like Docker: the error is mydocker's own, not the
-            // // command's.
-            // std::process::exit(125);
-            // @end
-            // @stage 3
             std::process::exit(exit_code(&err));
-            // @end
         }
     }
 }
 // ANCHOR_END: main
-// @stage 3
 
 // ANCHOR: exit_code
 /// 125, like Docker: the error is mydocker's own, not the command's. But a
-/// signal that stopped `run` before the container started ends it like a
+/// signal that stopped mydocker before the command started ends it like a
 /// signal ends a command: 128 + its number.
 fn exit_code(err: &anyhow::Error) -> i32 {
     match err.downcast_ref::<signals::Interrupted>() {
@@ -84,4 +76,3 @@ fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 // ANCHOR_END: exit_code
-// @end

@@ -6,13 +6,16 @@
 //! Every signal is forwarded, the second as the first: like Docker's CLI,
 //! mydocker never gives up on a container that ignores them. SIGKILL cannot
 //! be caught, so it cannot be forwarded: for that case, see namespace.rs.
+//!
+//! A signal that comes before there is a command to receive it stops
+//! everything instead: `run` and init both catch it, and the command never
+//! starts.
 
-// @stage 3
 use std::fmt;
-// @end
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{
     sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal,
@@ -23,36 +26,30 @@ use nix::unistd::Pid;
 /// The container's PID as the host sees it; 0 until it is known.
 static CONTAINER: AtomicI32 = AtomicI32::new(0);
 
-// @stage 3
-/// The signal that arrived while there was no container to pass it to,
-/// such as while the image is unpacked; 0 when none did.
+/// The signal that arrived while there was nobody to pass it to; 0 if none.
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
-// @end
 /// The signals we forward.
 const FORWARDED: [Signal; 3] =
     [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 extern "C" fn forward(signal: libc::c_int) {
-    // Only async-signal-safe calls here: an atomic load and kill(2).
+    // Only async-signal-safe calls here: atomics and kill(2). kill may set
+    // errno, which the code we interrupted may be about to read: keep it.
+    let errno = Errno::last_raw();
     let pid = CONTAINER.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill(2) is async-signal-safe and has no memory arguments.
         unsafe { libc::kill(pid, signal) };
-    }
-    // @stage 3
-    if pid <= 0 {
+    } else {
         INTERRUPTED.store(signal, Ordering::SeqCst);
     }
-    // @end
+    Errno::set_raw(errno);
 }
 
 /// Catch the forwarded signals from now on, before the child exists: a
 /// signal that came in between would otherwise kill mydocker and orphan the
 /// container.
-// @before 3
-// /// Until `forward_to` names the container, they are dropped.
-// @end
 pub fn install() -> Result<()> {
     // SA_RESTART: waitpid(2), interrupted by the signal, resumes by itself.
     let action = SigAction::new(
@@ -73,17 +70,16 @@ pub fn forward_to(pid: Pid) {
     CONTAINER.store(pid.as_raw(), Ordering::SeqCst);
 }
 
-/// Stop forwarding, once the container is reaped: its PID may soon belong
-/// to an unrelated process.
+/// Stop forwarding, before the container is reaped: its PID may then soon
+/// belong to an unrelated process.
 pub fn stop_forwarding() {
     CONTAINER.store(0, Ordering::SeqCst);
 }
 // ANCHOR_END: forward
-// @stage 3
 
 // ANCHOR: interrupted
-/// A signal asked mydocker to stop before the container started: `run`
-/// exits with 128 + its number, as if it had ended the container.
+/// A signal asked mydocker to stop before the command started: mydocker
+/// exits with 128 + its number, as if it had ended the command.
 #[derive(Debug)]
 pub struct Interrupted(pub Signal);
 
@@ -95,9 +91,9 @@ impl fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// An error if a signal came while there was no container to forward it
-/// to. Checked between the steps of the unpack, and once more right after
-/// `forward_to`: a signal is then either forwarded or seen here.
+/// An error if a signal came while there was nobody to forward it to.
+/// `run` checks right after `forward_to`, so a signal is either forwarded
+/// or seen here; init checks right before it becomes the command.
 pub fn check_interrupted() -> Result<(), Interrupted> {
     match INTERRUPTED.load(Ordering::SeqCst) {
         0 => Ok(()),
@@ -105,4 +101,3 @@ pub fn check_interrupted() -> Result<(), Interrupted> {
     }
 }
 // ANCHOR_END: interrupted
-// @end

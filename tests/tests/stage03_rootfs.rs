@@ -830,10 +830,10 @@ fn mode_owner(path: &Path) -> (u32, u32, u32) {
 #[test]
 fn an_existing_state_root_keeps_its_mode_and_owner() {
     let md = Mydocker::new();
-    for mode in [0o755, 0o1777, 0o750] {
+    for mode in [0o755, 0o1777, 0o750, 0o555] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
-        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(0), Some(65534)).unwrap();
         let before = mode_owner(dir.path());
         let root = dir.path().to_string_lossy().into_owned();
         // A failing run first, on a root where nothing exists yet.
@@ -861,7 +861,6 @@ fn an_existing_state_root_keeps_its_mode_and_owner() {
     let real = dir.path().join("real");
     std::fs::create_dir(&real).unwrap();
     std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let before = (mode_owner(&real), mode_owner(&link));
@@ -876,6 +875,67 @@ fn an_existing_state_root_keeps_its_mode_and_owner() {
         before,
         "a run changed the root's symlink or the directory it points to"
     );
+}
+
+/// mydocker runs, as root, the images and containers it finds under its
+/// root: a root, `images/` or `containers/` that another user could change
+/// is refused in one line, and nothing runs.
+#[test]
+fn a_state_root_that_other_users_could_change_is_refused() {
+    let md = Mydocker::new();
+    let nobody = |path: &Path| std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    type Setup = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Setup)> = vec![
+        (
+            "a root that belongs to another user",
+            Box::new(move |root: &Path| nobody(root)),
+        ),
+        (
+            "a root writable by all, without the sticky bit",
+            Box::new(move |root: &Path| mode(root, 0o777)),
+        ),
+        (
+            "images/ of another user in a sticky root",
+            Box::new(move |root: &Path| {
+                mode(root, 0o1777);
+                std::fs::create_dir(root.join("images")).unwrap();
+                nobody(&root.join("images"));
+            }),
+        ),
+        (
+            "containers/ writable by all",
+            Box::new(move |root: &Path| {
+                std::fs::create_dir(root.join("containers")).unwrap();
+                mode(&root.join("containers"), 0o777);
+            }),
+        ),
+        (
+            "containers/ as a symlink",
+            Box::new(move |root: &Path| {
+                std::fs::create_dir(root.join("elsewhere")).unwrap();
+                std::os::unix::fs::symlink(root.join("elsewhere"), root.join("containers"))
+                    .unwrap();
+            }),
+        ),
+    ];
+    for (what, setup) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        setup(dir.path());
+        let root = dir.path().to_string_lossy().into_owned();
+        let out = md.exec(&["--root", &root, "run", "busybox", "sh", "-c", "echo RAN"]);
+        assert!(
+            !out.stdout.contains("RAN"),
+            "{what}: the container ran: {out:#?}"
+        );
+        out.one_line_failure();
+        assert!(
+            !dir.path().join("images/busybox.tar").exists(),
+            "{what}: mydocker wrote an image there"
+        );
+    }
 }
 
 /// Run a command as `nobody`, with no supplementary groups.

@@ -17,13 +17,21 @@ use nix::unistd::{execvp, getpid};
 
 use crate::config::ContainerConfig;
 use crate::namespace::PIPE_FD;
+use crate::signals;
 
 // ANCHOR: init
 pub fn init() -> Result<i32> {
+    // The kernel drops every signal that a PID namespace's init has no
+    // handler for: catch them until the command takes over (see below).
+    signals::install()?;
     let config = read_config()?;
     make_mounts_private()?;
     mount_proc()?;
     hand_over()?;
+    // A signal forwarded to us while we prepared was meant for the command:
+    // it asked to stop, so the command never starts. (execve(2) resets the
+    // handlers: the command gets the default dispositions.)
+    signals::check_interrupted()?;
     exec(&config.command)
 }
 // ANCHOR_END: init

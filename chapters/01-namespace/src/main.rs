@@ -26,10 +26,20 @@ fn main() {
             // `{:#}` prints the whole chain of context on one line:
             // "mydocker: mount(proc, /proc): EPERM: Operation not permitted".
             eprintln!("mydocker: {err:#}");
-            // 125, like Docker: the error is mydocker's own, not the
-            // command's.
-            std::process::exit(125);
+            std::process::exit(exit_code(&err));
         }
     }
 }
 // ANCHOR_END: main
+
+// ANCHOR: exit_code
+/// 125, like Docker: the error is mydocker's own, not the command's. But a
+/// signal that stopped mydocker before the command started ends it like a
+/// signal ends a command: 128 + its number.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    match err.downcast_ref::<signals::Interrupted>() {
+        Some(signals::Interrupted(signal)) => 128 + *signal as i32,
+        None => 125,
+    }
+}
+// ANCHOR_END: exit_code

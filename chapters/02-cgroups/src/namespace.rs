@@ -58,7 +58,9 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
         // SIGKILL cannot be caught, so mydocker cannot forward it: ask the
         // kernel to kill the container when mydocker dies, however it dies.
         // (If mydocker is gone already, init finds the pipe empty and
-        // stops.) The setting survives execv, for init and the command.
+        // stops.) The setting survives execv, for init and the command,
+        // but not a change of user: a command that runs `su` or a setuid
+        // program loses it (see prctl(2)), and outlives a killed mydocker.
         if set_pdeathsig(Signal::SIGKILL).is_err() {
             return 125;
         }

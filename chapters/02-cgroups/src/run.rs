@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid, Uid};
 
 use crate::cgroups::{Cgroup, Layout, Plan};
@@ -60,6 +60,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     let child = namespace::spawn_init(&pipe_read, stdin.as_ref())?;
     signals::forward_to(child);
+    // ANCHOR: interrupted
+    // A signal that came before forward_to found no container to go to:
+    // honour it now, before the command starts.
+    if let Err(err) = signals::check_interrupted() {
+        return Err(abort(child, err.into()));
+    }
+    // ANCHOR_END: interrupted
     drop(pipe_read); // the child has its copy
 
     // Everything the parent must set up before the command starts goes
@@ -81,7 +88,6 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let sent = send_config(pipe_write, &config);
 
     let code = wait_for(child)?;
-    signals::stop_forwarding();
     // ANCHOR: cleanup
     // The container has ended (however: exit, signal, OOM kill): its
     // cgroup goes too. Failing to remove it does not change the exit code.
@@ -109,9 +115,9 @@ fn send_config(pipe: OwnedFd, config: &ContainerConfig) -> Result<()> {
 /// Stop a container that could not be set up: kill its init, which is still
 /// waiting for its orders, and reap it. Returns the error that stopped it.
 fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
+    signals::stop_forwarding();
     let _ = kill(child, Signal::SIGKILL);
     let _ = waitpid(child, None);
-    signals::stop_forwarding();
     err
 }
 // ANCHOR_END: abort
@@ -120,18 +126,23 @@ fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
 /// Wait until the container's first process ends and turn how it ended into
 /// an exit code, the shell's way: its own code, or 128 + the signal number.
 fn wait_for(child: Pid) -> Result<i32> {
-    loop {
-        match waitpid(child, None)
-            .with_context(|| format!("waitpid({child})"))?
+    // WNOWAIT: learn that it ended, but leave it a zombie. Until it is
+    // reaped its PID cannot be reused, so a signal forwarded meanwhile can
+    // only reach the dead container, never an unrelated process.
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    let code = loop {
+        match waitid(Id::Pid(child), flags)
+            .with_context(|| format!("waitid({child})"))?
         {
-            WaitStatus::Exited(_, code) => return Ok(code),
-            WaitStatus::Signaled(_, signal, _) => {
-                return Ok(128 + signal as i32)
-            }
-            // Stopped or continued: only reported with WUNTRACED/WCONTINUED,
+            WaitStatus::Exited(_, code) => break code,
+            WaitStatus::Signaled(_, signal, _) => break 128 + signal as i32,
+            // Stopped or continued: only reported with WSTOPPED/WCONTINUED,
             // which we do not ask for; the match must still cover them.
             _ => continue,
         }
-    }
+    };
+    signals::stop_forwarding();
+    waitpid(child, None).with_context(|| format!("waitpid({child})"))?;
+    Ok(code)
 }
 // ANCHOR_END: wait

@@ -5,11 +5,11 @@
 //! removes it when the container ends, and if `run` itself is killed
 //! (`kill -9` gives it no chance to clean up), the next `run` notices and
 //! removes what it left. To tell a live container from a dead one, each
-//! `run` holds a lock on its container's directory: flock(2) locks belong
-//! to an open file, so the kernel releases them when their holder dies,
-//! however it dies.
+//! `run` holds a lock on the file `containers/ID/lock`: flock(2) locks
+//! belong to an open file, so the kernel releases them when their holder
+//! dies, however it dies.
 
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -22,13 +22,14 @@ use crate::cgroups::Cgroup;
 use crate::id;
 use crate::image;
 use crate::paths::Paths;
+use crate::signals;
 
 // ANCHOR: container
 // ANCHOR: create
 pub struct Container {
     pub id: String,
     dir: PathBuf,
-    /// The directory, open and locked: this `run` is alive.
+    /// `lock`, open and locked: this `run` is alive.
     _lock: File,
 }
 
@@ -55,7 +56,7 @@ impl Container {
         // From here on, dropping `container` removes the directory again.
         let container = Container {
             id: id.to_string(),
-            _lock: lock(&dir, libc::LOCK_EX)?,
+            _lock: lock(&dir.join(LOCK), true, libc::LOCK_EX)?,
             dir,
         };
         drop(store);
@@ -89,30 +90,41 @@ impl Drop for Container {
 /// Remove what killed `run`s left behind: every container directory that
 /// nobody holds locked, and the container's cgroup.
 pub fn remove_dead(paths: &Paths) -> Result<()> {
+    let containers = paths.containers();
     let store = lock_store(paths)?;
     let mut dead = Vec::new();
-    for entry in fs::read_dir(paths.containers())? {
-        let entry = entry?;
+    let entries = fs::read_dir(&containers)
+        .with_context(|| format!("read {}", containers.display()))?;
+    for entry in entries.flatten() {
         // Only what a `run` made: the name becomes a cgroup path below.
-        let name = entry.file_name();
-        if !entry.file_type()?.is_dir() || !id::is_id(&name.to_string_lossy()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().is_dir() || !id::is_id(&name) {
             continue;
         }
-        let dir = entry.path();
+        // No lock file: not made by a `run` that locks (an older mydocker,
+        // say), so we cannot tell whether it is alive. Leave it alone.
         // Not blocking: a lock we cannot have is held by a live `run`.
-        if let Ok(lock) = lock(&dir, libc::LOCK_EX | libc::LOCK_NB) {
-            dead.push((dir, lock));
+        let lock = lock(&entry.path().join(LOCK), false, LOCK_NOW);
+        if let Ok(lock) = lock {
+            dead.push((entry.path(), name, lock));
         }
     }
     // Holding their locks, we may let other `run`s start while we clean.
     drop(store);
-    for (dir, _lock) in dead {
-        let id = dir.file_name().unwrap_or_default().to_string_lossy();
+    for (dir, id, _lock) in dead {
+        signals::check_interrupted()?;
         // The container died with its `run` (see namespace.rs), but its
         // cgroup stayed: that was `run`'s to remove.
-        Cgroup::of_dead_container(&id)?.kill_and_remove()?;
-        fs::remove_dir_all(&dir)
-            .with_context(|| format!("remove {}", dir.display()))?;
+        let removed = Cgroup::of_dead_container(&id)
+            .and_then(Cgroup::kill_and_remove)
+            .and_then(|()| {
+                fs::remove_dir_all(&dir)
+                    .with_context(|| format!("remove {}", dir.display()))
+            });
+        // One that cannot go must not keep the others: try the next.
+        if let Err(err) = removed {
+            eprintln!("mydocker: warning: {err:#}");
+        }
     }
     Ok(())
 }
@@ -128,14 +140,24 @@ fn lock_store(paths: &Paths) -> Result<File> {
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("mkdir {}", dir.display()))?;
-    lock(&dir, libc::LOCK_EX)
+    lock(&dir, false, libc::LOCK_EX)
 }
 
-/// Open `path` (a directory) and flock(2) it; closing the file, or the
-/// death of this process, releases the lock.
-fn lock(path: &Path, how: libc::c_int) -> Result<File> {
-    let file =
-        File::open(path).with_context(|| format!("open {}", path.display()))?;
+/// The file whose lock says that a container's `run` is alive.
+const LOCK: &str = "lock";
+
+/// An exclusive lock, or an error at once if someone else holds it.
+const LOCK_NOW: libc::c_int = libc::LOCK_EX | libc::LOCK_NB;
+
+/// Open `path` (a file, made if `create`; or a directory) and flock(2) it.
+/// Closing the file, or the death of this process, releases the lock.
+fn lock(path: &Path, create: bool, how: libc::c_int) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
     // SAFETY: flock(2) takes only a descriptor, which `file` keeps open.
     Errno::result(unsafe { libc::flock(file.as_raw_fd(), how) })
         .with_context(|| format!("flock({})", path.display()))?;

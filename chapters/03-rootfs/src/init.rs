@@ -18,10 +18,14 @@ use nix::unistd::{execvp, getpid, sethostname};
 
 use crate::config::ContainerConfig;
 use crate::namespace::PIPE_FD;
+use crate::signals;
 use crate::rootfs;
 
 // ANCHOR: init
 pub fn init() -> Result<i32> {
+    // The kernel drops every signal that a PID namespace's init has no
+    // handler for: catch them until the command takes over (see below).
+    signals::install()?;
     let config = read_config()?;
     make_mounts_private()?;
     rootfs::pivot_into(&config.rootfs)?;
@@ -32,6 +36,10 @@ pub fn init() -> Result<i32> {
     sethostname(&config.hostname).context("sethostname")?;
     set_environment(&config.env);
     hand_over()?;
+    // A signal forwarded to us while we prepared was meant for the command:
+    // it asked to stop, so the command never starts. (execve(2) resets the
+    // handlers: the command gets the default dispositions.)
+    signals::check_interrupted()?;
     exec(&config.command)
 }
 // ANCHOR_END: init

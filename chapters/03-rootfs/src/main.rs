@@ -44,7 +44,7 @@ fn main() {
 
 // ANCHOR: exit_code
 /// 125, like Docker: the error is mydocker's own, not the command's. But a
-/// signal that stopped `run` before the container started ends it like a
+/// signal that stopped mydocker before the command started ends it like a
 /// signal ends a command: 128 + its number.
 fn exit_code(err: &anyhow::Error) -> i32 {
     match err.downcast_ref::<signals::Interrupted>() {

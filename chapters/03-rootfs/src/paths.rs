@@ -4,11 +4,12 @@
 //! `--root DIR` or `MYDOCKER_ROOT=DIR` moves it (the tests give every test a
 //! root of its own, so they never see each other's images or containers).
 
-use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::fs::{self, DirBuilder, Metadata};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 // ANCHOR: paths
 /// The default state root, where Docker keeps /var/lib/docker.
@@ -31,12 +32,33 @@ impl Paths {
     /// directory is used as it is: `--root /tmp` must not change /tmp.
     /// (Containers' directories keep the host's users out themselves.)
     pub fn create_root(&self) -> Result<()> {
-        DirBuilder::new()
+        let made = DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&self.root)
-            .with_context(|| format!("mkdir {}", self.root.display()))
+            .create(&self.root);
+        match made {
+            // Something that is not a directory: said just below.
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => {}
+            made => {
+                made.with_context(|| format!("mkdir {}", self.root.display()))?
+            }
+        }
+        // mydocker runs, as root, what it finds here: no other user may
+        // be able to change it. The root may be shared like /tmp (sticky:
+        // nobody removes or renames another's files there), the
+        // directories we keep in it may not.
+        let meta = fs::metadata(&self.root);
+        only_root_can_change(&self.root, meta, true)?;
+        for dir in [self.images(), self.containers()] {
+            // symlink_metadata: a planted symlink is refused, not followed.
+            match fs::symlink_metadata(&dir) {
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                meta => only_root_can_change(&dir, meta, false)?,
+            }
+        }
+        Ok(())
     }
+    // ANCHOR_END: create_root
     // ANCHOR_END: create_root
 
     /// `images/NAME.tar`: one tarball per image.
@@ -55,3 +77,36 @@ impl Paths {
     }
 }
 // ANCHOR_END: paths
+
+// ANCHOR: only_root
+/// An error unless `path` is a directory that belongs to root and that no
+/// other user may write to (but for a sticky one, when `sticky_ok`).
+fn only_root_can_change(
+    path: &Path,
+    meta: io::Result<Metadata>,
+    sticky_ok: bool,
+) -> Result<()> {
+    let meta = meta.with_context(|| format!("stat {}", path.display()))?;
+    let path = path.display();
+    if !meta.is_dir() {
+        bail!("{path} is not a directory");
+    }
+    if meta.uid() != 0 {
+        bail!(
+            "{path} belongs to uid {}: another user could change what \
+             mydocker runs as root (use a directory of root's)",
+            meta.uid()
+        );
+    }
+    let writable = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    if writable && !(sticky && sticky_ok) {
+        bail!(
+            "{path} is writable by other users (mode {:o}): they could \
+             change what mydocker runs as root",
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+// ANCHOR_END: only_root
