@@ -61,10 +61,12 @@
 //! `/dev/pts/0` (the sandbox has a devpts of its own). Paths print as a reader
 //! sees them: the scratch directories under their sandbox names (in a mount
 //! table, say), and the checkout as `/home/vagrant/mydocker`, where the
-//! classroom VM has it. A transcript must not write into the checkout
-//! (ignored build output aside): the check compares `git status` and the
-//! tags before and after each page (so edits made meanwhile by someone else
-//! show up too: run again).
+//! classroom VM has it. A transcript must not write into the checkout: the
+//! sandbox sees it read-only, but for its ignored build output (`target/`,
+//! a chapter's `target/` and `Cargo.lock`), so a command that writes there
+//! fails with "Read-only file system", in the block's diff. (`git status`
+//! and the tags are also compared before and after each page; a change is
+//! then someone else's, and only noted.)
 //!
 //! ## Annotations
 //!
@@ -312,7 +314,6 @@ struct Tally {
     differ: usize,
     failed: usize,
     blessed: usize,
-    checkout_changed: bool,
 }
 
 /// Run the transcripts; returns what failed.
@@ -397,12 +398,6 @@ fn transcripts(root: &Path, pages: &[Page], options: &Options) -> Result<Vec<Str
         total.differ += tally.differ;
         total.failed += tally.failed;
         total.blessed += tally.blessed;
-        if tally.checkout_changed {
-            failures.push(format!(
-                "{}: the transcripts changed the checkout",
-                page.name
-            ));
-        }
     }
     for line in &lines {
         println!("{line}");
@@ -494,10 +489,10 @@ fn run_page(root: &Path, page: &Page, blocks: &[Block], options: &Options) -> Re
     };
     let result = run::page(root, &page.name, blocks, &binary, &mut report)?;
     if !result.checkout_changes.is_empty() {
-        tally.checkout_changed = true;
-        eprintln!(
-            "  {}: the checkout changed while the transcripts ran (a command must not write \
-             into the repository: use /tmp; or someone else edited these files meanwhile):\n    {}",
+        // Not from the transcripts: the sandbox sees the checkout read-only.
+        println!(
+            "  {}: note: the checkout changed while the transcripts ran, from outside the \
+             sandbox (someone else's edits?):\n    {}",
             page.name,
             result.checkout_changes.join("\n    ")
         );

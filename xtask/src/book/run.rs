@@ -41,7 +41,9 @@ pub struct BlockResult {
 /// What running a page found.
 pub struct PageResult {
     pub blocks: Vec<BlockResult>,
-    /// The entries of `git status` that appeared while the page ran.
+    /// The entries of `git status` (and tags) that appeared while the page
+    /// ran: not the transcripts' doing, the sandbox sees the checkout
+    /// read-only.
     pub checkout_changes: Vec<String>,
 }
 

@@ -16,6 +16,11 @@
 //! everywhere. The network is the host's, untouched, so cargo can reach
 //! crates.io.
 //!
+//! The checkout itself is read-only in the sandbox, but for its ignored
+//! build output (`target/`, ...): a transcript that writes into the
+//! repository fails with "Read-only file system", which the page's diff
+//! then shows.
+//!
 //! The namespaces are held by a tmux server started inside them; every
 //! shell, and everything a transcript starts, is its descendant. The server
 //! is our direct child with a parent-death signal, so it dies with us even
@@ -131,7 +136,7 @@ impl Sandbox {
             ("/usr/local/bin", "/usr/local/bin"),
             ("/var/lib/mydocker", "/var/lib/mydocker"),
         ] {
-            if self.dir.starts_with(place) {
+            if self.root.starts_with(place) {
                 bail!(
                     "the checkout is under {what}, which the sandbox replaces: \
                      clone it somewhere else to run the transcripts"
@@ -157,12 +162,26 @@ impl Sandbox {
             }
             Ok(format!("'{text}'"))
         };
+        // The checkout read-only, but for its ignored build output.
+        let root = quote(&self.root)?;
+        let mut read_only = format!(
+            "mount --rbind {root} {root}\n\
+             mount -o remount,bind,ro {root}\n"
+        );
+        for path in writable_paths(&self.root)? {
+            let path = quote(&path)?;
+            read_only.push_str(&format!(
+                "mount --bind {path} {path}\n\
+                 mount -o remount,bind,rw {path}\n"
+            ));
+        }
         let script = format!(
             "set -e\n\
              mount --bind {state} /var/lib/mydocker\n\
              mount --bind {tmp} /tmp\n\
              mount --bind {bin} /usr/local/bin\n\
              mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts\n\
+             {read_only}\
              hostname {HOSTNAME}\n\
              exec tmux -S {socket} -f /dev/null -D\n",
             state = quote(&self.dir.join("state"))?,
@@ -406,6 +425,58 @@ fn environment(user: User) -> Vec<(String, String)> {
         ]),
     }
     env
+}
+
+/// What a transcript may write in the checkout: its ignored build output
+/// (`target/`, a chapter's `target/` and `Cargo.lock`, ...), as git lists
+/// it. A chapter crate's `target/` and `Cargo.lock` are made first when
+/// missing (as `build_chapter` makes them), so that `cargo build` in a
+/// chapter works as it does for the reader.
+fn writable_paths(root: &Path) -> Result<Vec<PathBuf>> {
+    let git = |args: &[&str]| -> Result<std::process::Output> {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .context("run git")
+    };
+    for stage in crate::stages::STAGES {
+        let chapter = Path::new("chapters").join(stage.slug);
+        if !root.join(&chapter).is_dir() {
+            continue;
+        }
+        for (name, is_dir) in [("target", true), ("Cargo.lock", false)] {
+            let path = chapter.join(name);
+            let text = path.to_string_lossy();
+            if root.join(&path).exists() || !git(&["check-ignore", "-q", &text])?.status.success() {
+                continue;
+            }
+            if is_dir {
+                fs::create_dir_all(root.join(&path))?;
+            } else {
+                fs::copy(root.join("Cargo.lock"), root.join(&path))?;
+            }
+        }
+    }
+    let output = git(&[
+        "ls-files",
+        "-z",
+        "--others",
+        "--ignored",
+        "--exclude-standard",
+        "--directory",
+    ])?;
+    if !output.status.success() {
+        bail!(
+            "git ls-files: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .map(|p| root.join(p.trim_end_matches('/')))
+        .collect())
 }
 
 /// Replace the path `from` by `to` where it is a whole path or a prefix of
