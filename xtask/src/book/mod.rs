@@ -196,6 +196,13 @@ struct Page {
 /// `cargo xtask book [ARGS]`; without arguments, every check of the book.
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
+    // Fail early, before any work: the transcripts cannot run otherwise.
+    if !options.static_only && !crate::test::is_root() {
+        bail!(
+            "the book's transcripts need root (namespaces, mounts): run \
+             `sudo -E env PATH=\"$PATH\" cargo xtask book` (or check the rest with --static)"
+        );
+    }
     let src = options.src.clone().unwrap_or_else(|| root.join("book/src"));
     let book = src
         .parent()
@@ -350,12 +357,6 @@ fn transcripts(root: &Path, pages: &[Page], options: &Options) -> Result<Vec<Str
         bail!(
             "{} malformed transcript(s) or annotation(s)",
             problems.len()
-        );
-    }
-    if !crate::test::is_root() {
-        bail!(
-            "the book's transcripts need root (namespaces, mounts): run \
-             `sudo -E env PATH=\"$PATH\" cargo xtask book` (or check the rest with --static)"
         );
     }
     let _interrupt = interrupt::catch();
