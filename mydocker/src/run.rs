@@ -50,7 +50,8 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     }
     // @before 3
     // // From here on a signal never kills mydocker half-way: it is passed
-    // // on to the container (and dropped while there is none yet).
+    // // on to the container or, before there is one, stops `run` before
+    // // the command starts.
     // @end
     // @stage 3
     // From here on a signal never kills mydocker half-way: it is passed on

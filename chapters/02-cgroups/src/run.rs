@@ -34,7 +34,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
         );
     }
     // From here on a signal never kills mydocker half-way: it is passed
-    // on to the container (and dropped while there is none yet).
+    // on to the container or, before there is one, stops `run` before
+    // the command starts.
     signals::install()?;
     // ANCHOR: plan
     // Check every limit and plan the cgroup while nothing exists yet: a bad
