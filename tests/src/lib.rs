@@ -595,10 +595,17 @@ fn describe(command: &Command) -> String {
 }
 
 /// Kill a process that a test started and every process below it, by
-/// PID: stop it first so that it starts no more, then SIGKILL each one,
-/// the container's PID 1 (which takes its whole PID namespace along) before
-/// mydocker. The cgroups of container processes go as well.
+/// PID: stop it first so that it starts no more, SIGKILL every process
+/// below it (the container's PID 1 takes its whole PID namespace along),
+/// then let it go on for a moment, so that it reaps its container and
+/// cleans up after it as it would after any container's death, and only
+/// then SIGKILL it too. The container cgroups of the killed processes go
+/// as well.
 pub fn kill_tree(pid: u32) {
+    let Some(started) = start_time(pid) else {
+        return; // gone already (and reaped)
+    };
+    let started = Some(started);
     // SAFETY: kill(2) touches no memory.
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
     let below = descendants(pid);
@@ -611,7 +618,11 @@ pub fn kill_tree(pid: u32) {
         unsafe { libc::kill(*p as i32, libc::SIGKILL) };
     }
     // SAFETY: as above.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    if !eventually(Duration::from_secs(3), || !alive(pid, started)) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
     for p in &below {
         eventually(Duration::from_secs(5), || !alive(*p, None));
     }

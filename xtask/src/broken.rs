@@ -381,6 +381,10 @@ fn build_variant(
     if src.exists() {
         fs::remove_dir_all(&src).with_context(|| format!("remove {}", src.display()))?;
     }
+    // Every variant is the same package (mydocker 0.1.0, a workspace of
+    // its own), so cargo gives them one fingerprint in the shared target
+    // directory: what makes it rebuild is that the fresh copy's files are
+    // newer than the last build. Always copy anew, never reuse a copy.
     copy_crate(&chapter, &src)?;
     fs::copy(root.join("Cargo.lock"), src.join("Cargo.lock")).context("copy Cargo.lock")?;
     let patch_args = |dry: bool| {
