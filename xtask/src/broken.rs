@@ -236,11 +236,12 @@ fn problems(root: &Path, grader: &Grader, variants: &[Variant]) -> Vec<String> {
     problems
 }
 
-const USAGE: &str = "usage: cargo xtask broken [--stage N] [--list] [NN-slug/NAME...]";
+const USAGE: &str = "usage: cargo xtask broken [--stage N] [--list | --refresh] [NN-slug/NAME...]";
 
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let mut stage = None;
     let mut list = false;
+    let mut refresh = false;
     let mut names = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -256,6 +257,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
                 stage = Some(n);
             }
             "--list" => list = true,
+            "--refresh" => refresh = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -276,6 +278,20 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         let width = variants.iter().map(|v| v.id().len()).max().unwrap_or(0);
         for v in &variants {
             println!("{:<width$}  {}", v.id(), v.bug);
+        }
+        return Ok(());
+    }
+    if refresh {
+        let mut errors = Vec::new();
+        for v in &variants {
+            match refresh_patch(root, v) {
+                Ok(true) => println!("refreshed {}", v.relative_patch()),
+                Ok(false) => {}
+                Err(err) => errors.push(format!("{err:#}")),
+            }
+        }
+        if !errors.is_empty() {
+            bail!("{}", errors.join("\n"));
         }
         return Ok(());
     }
@@ -449,6 +465,79 @@ fn build_variant(
     let bin = out.join("mydocker");
     fs::copy(target.join("debug/mydocker"), &bin).context("copy the variant's binary")?;
     Ok(bin)
+}
+
+/// Rewrite a variant's diff against the chapter as it is now: apply the
+/// old patch with some fuzz (its context may have moved or changed a
+/// little) and diff the result again, keeping the header. True when the
+/// patch changed. A patch that does not apply even so is left as it is,
+/// with an error: make that bug again by hand.
+fn refresh_patch(root: &Path, variant: &Variant) -> Result<bool> {
+    let shown = variant.relative_patch();
+    let chapter = root.join("chapters").join(variant.stage.slug);
+    let dir = root
+        .join("target/broken/refresh")
+        .join(variant.stage.slug)
+        .join(&variant.name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    copy_crate(&chapter, &dir)?;
+    let applied = Command::new("patch")
+        .args([
+            "--batch",
+            "--forward",
+            "-p1",
+            "--fuzz=3",
+            "--no-backup-if-mismatch",
+        ])
+        .arg("--reject-file=-")
+        .arg("-d")
+        .arg(&dir)
+        .arg("-i")
+        .arg(&variant.patch)
+        .output()
+        .context("run patch")?;
+    if !applied.status.success() {
+        bail!(
+            "{shown} does not apply to chapters/{} even with fuzz: make the bug again by hand (see tests/broken/README.md):\n{}",
+            variant.stage.slug,
+            String::from_utf8_lossy(&applied.stdout).trim()
+        );
+    }
+    let text = fs::read_to_string(&variant.patch)?;
+    let header_end = text
+        .lines()
+        .take_while(|l| !l.starts_with("--- ") && !l.starts_with("diff "))
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    let mut new = text[..header_end.min(text.len())].to_string();
+    let files: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("+++ b/"))
+        .map(|l| l.split('\t').next().unwrap_or(l).trim())
+        .collect();
+    for file in files {
+        let diff = Command::new("diff")
+            .arg("-U2")
+            .arg("--label")
+            .arg(format!("a/{file}"))
+            .arg("--label")
+            .arg(format!("b/{file}"))
+            .arg(chapter.join(file))
+            .arg(dir.join(file))
+            .output()
+            .context("run diff")?;
+        if diff.status.code() != Some(1) {
+            bail!("{shown}: after the patch, {file} is unchanged or unreadable");
+        }
+        new.push_str(&String::from_utf8_lossy(&diff.stdout));
+    }
+    if new == text {
+        return Ok(false);
+    }
+    fs::write(&variant.patch, new).with_context(|| format!("write {shown}"))?;
+    Ok(true)
 }
 
 /// Copy a crate's sources, without its build products.
