@@ -156,6 +156,7 @@ pub fn build_test_binaries(root: &Path) -> Result<BTreeMap<String, PathBuf>> {
         .args([
             "test",
             "--no-run",
+            "--quiet",
             "--message-format=json",
             "--package",
             "mydocker-stage-tests",
@@ -320,7 +321,7 @@ pub fn run_tests(
                 continue;
             }
             let text = details.entry(name.clone()).or_default();
-            text.push_str(&line);
+            text.push_str(&without_thread_id(&line));
             text.push('\n');
         }
     }
@@ -350,6 +351,19 @@ pub fn run_tests(
         });
     }
     Ok(results)
+}
+
+/// libtest's `thread 'NAME' (ID) panicked at`, without the thread's ID,
+/// which differs from run to run.
+fn without_thread_id(line: &str) -> String {
+    let parsed = line.strip_prefix("thread '").and_then(|rest| {
+        let (name, rest) = rest.split_once("' (")?;
+        let (id, rest) = rest.split_once(") ")?;
+        id.chars()
+            .all(|c| c.is_ascii_digit())
+            .then(|| format!("thread '{name}' {rest}"))
+    });
+    parsed.unwrap_or_else(|| line.to_string())
 }
 
 /// Kill a process group with SIGKILL (the test binary and everything it
@@ -621,7 +635,6 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
 /// `cargo xtask test --stage N --bin PATH`, and every e2e run of CI: grade
 /// one binary, print the learner's report, fail when a test failed.
 pub fn grade_one(grader: &Grader, bin: &Path, stage: u32) -> Result<()> {
-    println!("\n== stage {stage} tests against {}", bin.display());
     let report = grader.grade(bin, stage)?;
     print!("{}", learner_report(grader, &report));
     if !report.all_passed() {
@@ -632,4 +645,24 @@ pub fn grade_one(grader: &Grader, bin: &Path, stage: u32) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_ids_are_dropped() {
+        assert_eq!(
+            without_thread_id("thread 'a_b' (24195) panicked at tests/x.rs:1:2:"),
+            "thread 'a_b' panicked at tests/x.rs:1:2:"
+        );
+        assert_eq!(without_thread_id("other (1) line"), "other (1) line");
+    }
+
+    #[test]
+    fn stages_come_from_file_names() {
+        assert_eq!(stage_of("stage03_rootfs"), Some(3));
+        assert_eq!(stage_of("helpers"), None);
+    }
 }
