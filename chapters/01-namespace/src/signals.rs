@@ -23,6 +23,7 @@ use nix::sys::signal::{
 use nix::unistd::Pid;
 
 // ANCHOR: forward
+// ANCHOR: handler
 /// The container's PID as the host sees it; 0 until it is known.
 static CONTAINER: AtomicI32 = AtomicI32::new(0);
 
@@ -46,12 +47,14 @@ extern "C" fn forward(signal: libc::c_int) {
     }
     Errno::set_raw(errno);
 }
+// ANCHOR_END: handler
 
-/// Catch the forwarded signals from now on, before the child exists: a
-/// signal that came in between would otherwise kill mydocker and orphan the
-/// container.
+// ANCHOR: install
+/// Catch the forwarded signals from now on, before the child exists: with
+/// their default action, they would kill mydocker before it could pass them
+/// on.
 pub fn install() -> Result<()> {
-    // SA_RESTART: waitpid(2), interrupted by the signal, resumes by itself.
+    // SA_RESTART: a wait(2) call interrupted by the signal resumes by itself.
     let action = SigAction::new(
         SigHandler::Handler(forward),
         SaFlags::SA_RESTART,
@@ -75,6 +78,7 @@ pub fn forward_to(pid: Pid) {
 pub fn stop_forwarding() {
     CONTAINER.store(0, Ordering::SeqCst);
 }
+// ANCHOR_END: install
 // ANCHOR_END: forward
 
 // ANCHOR: interrupted

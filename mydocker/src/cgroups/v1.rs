@@ -17,6 +17,7 @@ use crate::limits::{Limits, CPU_PERIOD};
 const CONTROLLERS: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
 
 // ANCHOR: plan
+// ANCHOR: plan_dirs
 pub fn plan(
     hierarchies: &[Hierarchy],
     id: &str,
@@ -56,6 +57,8 @@ pub fn plan(
             }
             copy(steps, &parent, &leaf, "cpuset.mems");
         }
+        // ANCHOR_END: plan_dirs
+        // ANCHOR: plan_limits
         if let (true, Some(bytes)) = (hierarchy.has("memory"), limits.memory) {
             steps.push(Step::Write(
                 leaf.join("memory.limit_in_bytes"),
@@ -96,6 +99,7 @@ pub fn plan(
     }
     Ok(plan)
 }
+// ANCHOR_END: plan_limits
 // ANCHOR_END: plan
 
 fn copy(steps: &mut Vec<Step>, from: &Path, to: &Path, file: &str) {

@@ -24,6 +24,7 @@ pub fn available(root: &Path) -> Result<Vec<String>> {
 }
 
 // ANCHOR: plan
+// ANCHOR: plan_dirs
 pub fn plan(
     root: &Path,
     available: &[String],
@@ -60,6 +61,8 @@ pub fn plan(
         }
     }
     steps.push(Step::Mkdir(leaf.clone()));
+    // ANCHOR_END: plan_dirs
+    // ANCHOR: plan_limits
     if let Some(bytes) = limits.memory {
         steps.push(Step::Write(leaf.join("memory.max"), bytes.to_string()));
         // No swap on top of the limit (the file exists only with swap
@@ -98,6 +101,7 @@ pub fn plan(
         parents: vec![parent],
     })
 }
+// ANCHOR_END: plan_limits
 // ANCHOR_END: plan
 
 // ANCHOR: weight
