@@ -29,7 +29,8 @@ impl Paths {
 
     // ANCHOR: create_root
     /// Create the state root when it does not exist yet. An existing
-    /// directory is used as it is: `--root /tmp` must not change /tmp.
+    /// directory is used as it is (`--root /tmp` must not change /tmp), but
+    /// refused when another user could change what mydocker finds in it.
     /// (Containers' directories keep the host's users out themselves.)
     pub fn create_root(&self) -> Result<()> {
         let made = DirBuilder::new()
@@ -58,7 +59,6 @@ impl Paths {
         }
         Ok(())
     }
-    // ANCHOR_END: create_root
     // ANCHOR_END: create_root
 
     /// `images/NAME.tar`: one tarball per image.
