@@ -88,8 +88,8 @@ impl Drop for Container {
 // ANCHOR_END: container
 
 // ANCHOR: remove_dead
-/// Remove what killed `run`s left behind: every container directory that
-/// nobody holds locked, and the container's cgroup.
+/// Remove what killed `run`s left behind: every container directory whose
+/// `lock` nobody holds, and the container's cgroup.
 pub fn remove_dead(paths: &Paths) -> Result<()> {
     let containers = paths.containers();
     let store = lock_store(paths)?;

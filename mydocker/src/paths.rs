@@ -29,10 +29,9 @@ impl Paths {
     }
 
     // ANCHOR: create_root
-    /// Create the state root when it does not exist yet. An existing
-    /// directory is used as it is (`--root /tmp` must not change /tmp), but
-    /// refused when another user could change what mydocker finds in it.
-    /// (Containers' directories keep the host's users out themselves.)
+    /// Create the state root if missing; use an existing one as it is
+    /// (`--root /tmp` must not change /tmp), or refuse it if another user
+    /// could change it. (Containers' directories keep other users out.)
     pub fn create_root(&self) -> Result<()> {
         let made = DirBuilder::new()
             .recursive(true)
