@@ -45,19 +45,34 @@ impl Container {
         let dir = paths.container(id);
         // Make the directory and lock it while holding `containers/`
         // locked: a `run` looking for dead containers takes that lock
-        // first, so it never sees this directory made but not yet locked,
-        // which it would take for dead.
+        // first, so it never sees a directory made but not yet locked.
         let store = lock_store(paths)?;
+        // Made under another name, locked, then renamed: a directory named
+        // like a container always has its lock. (A `run` killed half-way
+        // leaves a `.ID.new`, which the next sweep removes.)
+        let new = paths.containers().join(format!(".{id}.new"));
         // 0700: the host's users must not reach the container's files, say
         // a setuid-root program written in the container.
         DirBuilder::new()
             .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("mkdir {}", dir.display()))?;
+            .create(&new)
+            .with_context(|| format!("mkdir {}", new.display()))?;
+        let locked = lock(&new.join(LOCK), true, libc::LOCK_EX).and_then(|f| {
+            fs::rename(&new, &dir)
+                .with_context(|| format!("rename to {}", dir.display()))?;
+            Ok(f)
+        });
+        let lock = match locked {
+            Ok(lock) => lock,
+            Err(err) => {
+                let _ = fs::remove_dir_all(&new);
+                return Err(err);
+            }
+        };
         // From here on, dropping `container` removes the directory again.
         let container = Container {
             id: id.to_string(),
-            _lock: lock(&dir.join(LOCK), true, libc::LOCK_EX)?,
+            _lock: lock,
             dir,
         };
         drop(store);
@@ -97,8 +112,16 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
     let entries = fs::read_dir(&containers)
         .with_context(|| format!("read {}", containers.display()))?;
     for entry in entries.flatten() {
-        // Only what a `run` made: the name becomes a cgroup path below.
         let name = entry.file_name().to_string_lossy().into_owned();
+        // Half made by a `run` killed before its rename: nobody is making
+        // one now, since we hold the store lock.
+        let half_made =
+            name.strip_prefix('.').and_then(|n| n.strip_suffix(".new"));
+        if half_made.is_some_and(id::is_id) {
+            let _ = fs::remove_dir_all(entry.path());
+            continue;
+        }
+        // Only what a `run` made: the name becomes a cgroup path below.
         if !entry.path().is_dir() || !id::is_id(&name) {
             continue;
         }

@@ -33,29 +33,19 @@ impl Paths {
     /// (`--root /tmp` must not change /tmp), or refuse it if another user
     /// could change it. (Containers' directories keep other users out.)
     pub fn create_root(&self) -> Result<()> {
-        let made = DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root);
-        match made {
-            // Something that is not a directory: said just below.
-            Err(err) if err.kind() == ErrorKind::AlreadyExists => {}
-            made => {
-                made.with_context(|| format!("mkdir {}", self.root.display()))?
-            }
-        }
+        make_dir(&self.root, 0o700, true)?;
         // mydocker runs, as root, what it finds here: no other user may
         // be able to change it. The root may be shared like /tmp (sticky:
         // nobody removes or renames another's files there), the
         // directories we keep in it may not.
-        let meta = fs::metadata(&self.root);
-        only_root_can_change(&self.root, meta, true)?;
-        for dir in [self.images(), self.containers()] {
-            // symlink_metadata: a planted symlink is refused, not followed.
-            match fs::symlink_metadata(&dir) {
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                meta => only_root_can_change(&dir, meta, false)?,
-            }
+        only_root_can_change(&self.root, fs::metadata(&self.root), true)?;
+        for (dir, mode) in [(self.images(), 0o755), (self.containers(), 0o700)]
+        {
+            // Made now, then checked: in a shared root, another user could
+            // make it first, and then it is theirs. symlink_metadata: a
+            // planted symlink is refused, not followed.
+            make_dir(&dir, mode, false)?;
+            only_root_can_change(&dir, fs::symlink_metadata(&dir), false)?;
         }
         Ok(())
     }
@@ -77,6 +67,19 @@ impl Paths {
     }
 }
 // ANCHOR_END: paths
+
+/// mkdir; one that exists already is fine (whose it is is checked next),
+/// and so is something else there (said next: not a directory).
+fn make_dir(path: &Path, mode: u32, recursive: bool) -> Result<()> {
+    match DirBuilder::new()
+        .recursive(recursive)
+        .mode(mode)
+        .create(path)
+    {
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(()),
+        made => made.with_context(|| format!("mkdir {}", path.display())),
+    }
+}
 
 // ANCHOR: only_root
 /// An error unless `path` is a directory that belongs to root and that no

@@ -1023,6 +1023,55 @@ const BIG: u64 = 300 << 20;
 /// The name of that entry.
 const BIG_NAME: &str = "zz-big-file";
 
+/// What follows the archive's end marker: a gzip file may hold several
+/// members (`cat a.gz b.gz`), all of which are the image; but a second
+/// archive appended after the end marker would be silently left out, so an
+/// image with anything but zeros there is refused.
+#[test]
+fn the_whole_image_is_read_and_nothing_after_its_end() {
+    let md = Mydocker::new();
+    let plain = busybox_image(|tar| {
+        append(
+            tar,
+            tar::EntryType::Regular,
+            "last",
+            0o644,
+            b"in the second member\n",
+        );
+    });
+    // Two gzip members, cut in the middle of busybox's data.
+    let half = plain.len() / 2;
+    let two_members = [gzip(&plain[..half]), gzip(&plain[half..])].concat();
+    md.add_image("members", &two_members);
+    let out = md.exec(&["run", "members", "/bin/busybox", "cat", "/last"]);
+    assert_eq!(
+        out.success(),
+        "in the second member\n",
+        "an image of two gzip members must be read whole"
+    );
+    // A second archive after the first one's end marker.
+    let second = busybox_image(|tar| {
+        append(tar, tar::EntryType::Regular, "hidden", 0o644, b"x\n");
+    });
+    for (name, tarball) in [
+        ("appended", [plain.clone(), second.clone()].concat()),
+        ("appended-gz", [gzip(&plain), gzip(&second)].concat()),
+    ] {
+        md.add_image(name, &tarball);
+        let out = md.exec(&["run", name, "/bin/busybox", "echo", "RAN"]);
+        assert!(
+            !out.stdout.contains("RAN"),
+            "{name}: an image with a second archive after its end ran: {out:#?}"
+        );
+        out.one_line_failure();
+        assert!(
+            md.containers_left().is_empty(),
+            "{name} left {:?}",
+            md.containers_left()
+        );
+    }
+}
+
 /// Add an image whose last entry is a big file of zeros, gzip-compressed
 /// by the host's gzip (fast) so that the tarball stays small.
 fn add_big_image(md: &Mydocker, name: &str) {

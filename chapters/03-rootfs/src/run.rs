@@ -51,8 +51,12 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // run() returns, whichever way, removes it again.
     paths.create_root()?;
     // First remove what killed `run`s left behind.
-    if let Err(err) = container::remove_dead(paths) {
-        eprintln!("mydocker: warning: {err:#}");
+    match container::remove_dead(paths) {
+        // Ctrl-C: stop here, as anywhere before the container starts.
+        Err(err) if err.is::<signals::Interrupted>() => return Err(err),
+        // Something we could not clean must not stop a new container.
+        Err(err) => eprintln!("mydocker: warning: {err:#}"),
+        Ok(()) => {}
     }
     let container = Container::create(paths, &id, &args.image)?;
     // ANCHOR_END: container
