@@ -131,8 +131,8 @@ impl Sandbox {
     }
 
     fn start_server(&mut self) -> Result<()> {
+        // (A checkout under /tmp is bound back into the new /tmp below.)
         for (place, what) in [
-            ("/tmp", "/tmp"),
             ("/usr/local/bin", "/usr/local/bin"),
             ("/var/lib/mydocker", "/var/lib/mydocker"),
         ] {
@@ -175,11 +175,26 @@ impl Sandbox {
                  mount -o remount,bind,rw {path}\n"
             ));
         }
+        // A checkout under /tmp (CI may clone there) disappears when the
+        // scratch /tmp is mounted: keep a descriptor of it, then bind it
+        // back at its own path in the new /tmp. --no-canonicalize, or mount
+        // would resolve /proc/self/fd/9 to that path, now empty.
+        let checkout_back = if self.root.starts_with("/tmp") {
+            format!(
+                "mkdir -p {root}\n\
+                 mount --no-canonicalize --bind /proc/self/fd/9 {root}\n"
+            )
+        } else {
+            String::new()
+        };
         let script = format!(
             "set -e\n\
+             exec 9< {root}\n\
              mount --bind {state} /var/lib/mydocker\n\
-             mount --bind {tmp} /tmp\n\
              mount --bind {bin} /usr/local/bin\n\
+             mount --bind {tmp} /tmp\n\
+             {checkout_back}\
+             exec 9<&-\n\
              mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts\n\
              {read_only}\
              hostname {HOSTNAME}\n\
