@@ -286,11 +286,22 @@ impl Sandbox {
     /// `/var/lib/mydocker`, and only the shim and `binary` in
     /// `/usr/local/bin`. Shells must be ended first.
     pub fn reset(&self, binary: &Path) -> Result<()> {
+        // A checkout under /tmp is bound back onto a directory of the
+        // scratch /tmp: removing that mount point would detach it.
+        let checkout_in_tmp = self
+            .root
+            .strip_prefix("/tmp")
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .map(|first| first.as_os_str().to_owned());
         for sub in ["state", "tmp", "bin"] {
             let dir = self.dir.join(sub);
             for entry in fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
                 let path = entry?.path();
                 if path.file_name().is_some_and(|n| n == "sudo") && sub == "bin" {
+                    continue;
+                }
+                if sub == "tmp" && path.file_name() == checkout_in_tmp.as_deref() {
                     continue;
                 }
                 let removed = if path.is_dir() && !path.is_symlink() {
