@@ -119,7 +119,8 @@
 //! The check prints, per page and in all,
 //! `book: 74 console blocks: 69 ran, 5 marked not run (93% ran); 0 differ`,
 //! and fails when a block differs or times out, when an annotation is
-//! malformed, or when fewer than 90% of the blocks ran.
+//! malformed, or when fewer than 90% of the book's blocks ran (a rule for
+//! the whole book: `--chapter` does not apply it to one page).
 
 mod annotation;
 mod bless;
@@ -427,7 +428,8 @@ fn transcripts(root: &Path, pages: &[Page], options: &Options) -> Result<Vec<Str
             "{unblessed} console block(s) differ from a real run"
         ));
     }
-    if percent < MIN_RAN_PERCENT {
+    // The rule is the book's: one page may be mostly VMs and browsers.
+    if percent < MIN_RAN_PERCENT && options.chapter.is_none() {
         failures.push(format!(
             "only {percent}% of the console blocks ran; at least {MIN_RAN_PERCENT}% must"
         ));
