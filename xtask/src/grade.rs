@@ -583,7 +583,8 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
                     Some("text") => Format::Text,
                     Some("markdown") => Format::Markdown,
                     Some("csv") => Format::Csv,
-                    other => bail!("--format {other:?}: text, markdown or csv\n{USAGE}"),
+                    Some(other) => bail!("--format {other:?}: text, markdown or csv\n{USAGE}"),
+                    None => bail!("--format needs a value: text, markdown or csv\n{USAGE}"),
                 };
             }
             "-h" | "--help" => {

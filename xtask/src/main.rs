@@ -30,8 +30,10 @@ const USAGE: &str = "usage: cargo xtask <task>
   split [--check]                     write (check) chapters/ from mydocker/
   book [--bless] [--chapter N]        check the book, transcripts included
   test [--stage N] [--bin PATH]       everything CI runs; or grade one binary
-  grade [--stage N] BIN...            grade binaries against the stage tests
-  broken [--stage N]                  the tests must catch each broken variant
+  grade [--stage N] [--format text|markdown|csv] BIN...
+                                      grade binaries against the stage tests
+  broken [--stage N] [--list | --refresh] [NN-slug/NAME...]
+                                      the tests must catch each broken variant
   install --stage N [--bin PATH]      install stage N as /usr/local/bin/mydocker
   tags                                tag each stage: stage-01-namespace, ...";
 
