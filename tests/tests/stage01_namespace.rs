@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mydocker_stage_tests::{
     alive, children_of, container_cgroups_of, descendants, eventually, host_mounts, signal,
-    start_time, wait_with_timeout, Mydocker,
+    start_time, wait_with_timeout, Mydocker, Spawned,
 };
 
 #[test]
@@ -91,11 +91,7 @@ fn a_killed_container_exits_128_plus_the_signal() {
     child.expect_line("ready");
     // The container's PID 1 is mydocker's child, as the host sees it. Only
     // SIGKILL from outside can end a PID 1 that has no handler for a signal.
-    let pid = children_of(child.id());
-    assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
-    signal(pid[0], libc::SIGKILL);
-    let out = child.wait();
-    assert_eq!(out.code, Some(128 + 9), "{out:#?}");
+    kill_pid_1(child);
 }
 
 #[test]
@@ -128,11 +124,7 @@ fn sigint_and_sighup_reach_the_container_like_sigterm() {
         );
     }
     // The container handled both and runs on; end it from the host.
-    let pid = children_of(child.id());
-    assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
-    signal(pid[0], libc::SIGKILL);
-    let out = child.wait();
-    assert_eq!(out.code, Some(128 + 9), "{out:#?}");
+    kill_pid_1(child);
 }
 
 /// A container may ignore SIGTERM, or handle it and go on: mydocker passes
@@ -150,10 +142,7 @@ fn a_container_that_ignores_sigterm_gets_every_one_and_mydocker_waits() {
         child.expect_line("got TERM");
     }
     assert!(child.is_running(), "mydocker gave up on its container");
-    let pid = children_of(child.id());
-    assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
-    signal(pid[0], libc::SIGKILL);
-    assert_eq!(child.wait().code, Some(128 + 9));
+    kill_pid_1(child);
 
     // A PID 1 without a handler: the kernel drops SIGTERM for it, and
     // mydocker keeps waiting for it.
@@ -401,4 +390,14 @@ fn init_refuses_to_run_by_hand() {
         .stdin(std::process::Stdio::null());
     let out = md.finish(command);
     assert!(out.failure().contains("mydocker run"), "{out:#?}");
+}
+
+/// End a container from the host with SIGKILL to its PID 1 (mydocker's one
+/// child): the only signal such a PID 1 cannot ignore. mydocker exits 137.
+fn kill_pid_1(child: Spawned) {
+    let pid = children_of(child.id());
+    assert_eq!(pid.len(), 1, "mydocker should have one child: {pid:?}");
+    signal(pid[0], libc::SIGKILL);
+    let out = child.wait();
+    assert_eq!(out.code, Some(128 + 9), "{out:#?}");
 }

@@ -1001,18 +1001,7 @@ fn a_gzip_image_with_a_bad_checksum_is_refused() {
         ("bad-length", bad_length),
         ("no-trailer", truncated),
     ] {
-        md.add_image(name, &tarball);
-        let out = md.exec(&["run", name, "/bin/busybox", "echo", "RAN"]);
-        assert!(
-            !out.stdout.contains("RAN"),
-            "the corrupt image {name} ran: {out:#?}"
-        );
-        out.one_line_failure();
-        assert!(
-            md.containers_left().is_empty(),
-            "{name} left {:?}",
-            md.containers_left()
-        );
+        assert_refused(&md, name, &tarball, "the corrupt image ran");
     }
 }
 
@@ -1057,19 +1046,27 @@ fn the_whole_image_is_read_and_nothing_after_its_end() {
         ("appended", [plain.clone(), second.clone()].concat()),
         ("appended-gz", [gzip(&plain), gzip(&second)].concat()),
     ] {
-        md.add_image(name, &tarball);
-        let out = md.exec(&["run", name, "/bin/busybox", "echo", "RAN"]);
-        assert!(
-            !out.stdout.contains("RAN"),
-            "{name}: an image with a second archive after its end ran: {out:#?}"
-        );
-        out.one_line_failure();
-        assert!(
-            md.containers_left().is_empty(),
-            "{name} left {:?}",
-            md.containers_left()
+        assert_refused(
+            &md,
+            name,
+            &tarball,
+            "an image with a second archive after its end ran",
         );
     }
+}
+
+/// Run image `name` (made of `tarball`): refused in one line, before the
+/// command runs, and nothing of it left.
+fn assert_refused(md: &Mydocker, name: &str, tarball: &[u8], what: &str) {
+    md.add_image(name, tarball);
+    let out = md.exec(&["run", name, "/bin/busybox", "echo", "RAN"]);
+    assert!(!out.stdout.contains("RAN"), "{name}: {what}: {out:#?}");
+    out.one_line_failure();
+    assert!(
+        md.containers_left().is_empty(),
+        "{name} left {:?}",
+        md.containers_left()
+    );
 }
 
 /// Add an image whose last entry is a big file of zeros, gzip-compressed

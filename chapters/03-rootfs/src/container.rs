@@ -156,14 +156,9 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
 // ANCHOR: lock
 /// Lock `containers/` itself while a container directory is made, or
 /// while we look for dead ones: the two never interleave.
+/// (`Paths::create_root` made it, and checked whose it is.)
 fn lock_store(paths: &Paths) -> Result<File> {
-    let dir = paths.containers();
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("mkdir {}", dir.display()))?;
-    lock(&dir, false, libc::LOCK_EX)
+    lock(&paths.containers(), false, libc::LOCK_EX)
 }
 
 /// The file whose lock says that a container's `run` is alive.
