@@ -14,8 +14,18 @@ pub struct ContainerConfig {
     /// The command and its arguments, exactly as the user typed them.
     pub command: Vec<String>,
     // @stage 3
-    /// The unpacked image, on the host: init pivots into it.
+    // @before 4
+    // /// The unpacked image, on the host: init pivots into it.
+    // @end
+    // @stage 4
+    /// Where init mounts the container's overlay, then pivots into it.
+    // @end
     pub rootfs: PathBuf,
+    // @stage 4
+    /// The image's shared copy, relative to the container's directory: the
+    /// overlay's lower layer.
+    pub lower: PathBuf,
+    // @end
     /// The container's hostname: its short ID, like Docker's.
     pub hostname: String,
     /// The command's environment, `KEY=value`: the host's stays outside.

@@ -1,6 +1,13 @@
 // @stage 3
-//! A container's files on the host: `<root>/containers/ID/rootfs`, its own
-//! unpacked copy of the image.
+// @before 4
+// //! A container's files on the host: `<root>/containers/ID/rootfs`, its own
+// //! unpacked copy of the image.
+// @end
+// @stage 4
+//! A container's files on the host, in `<root>/containers/ID/`: its own
+//! writable layer (`upper/`, `work/`), the mount point of its overlay
+//! (`rootfs/`), and the name of the image copy below it (`layer`).
+// @end
 //!
 //! The directory lives exactly as long as the `run` that made it: `run`
 //! removes it when the container ends, and if `run` itself is killed
@@ -10,18 +17,35 @@
 //! belong to an open file, so the kernel releases them when their holder
 //! dies, however it dies.
 
+// @stage 4
+use std::collections::HashSet;
+// @end
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::DirBuilderExt;
+// @before 4
+// use std::os::unix::fs::DirBuilderExt;
+// @end
+// @stage 4
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+// @end
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::libc;
+// @stage 4
+use nix::unistd::{chown, Gid, Uid};
+// @end
 
 use crate::cgroups::Cgroup;
 use crate::id;
-use crate::image;
+// @before 4
+// use crate::image;
+// @end
+// @stage 4
+use crate::layers::{self, Layer};
+use crate::overlay::{self, MERGED, UPPER, WORK};
+// @end
 use crate::paths::Paths;
 use crate::signals;
 
@@ -30,18 +54,28 @@ use crate::signals;
 pub struct Container {
     pub id: String,
     dir: PathBuf,
+    // @stage 4
+    /// The digest of the image copy it stands on.
+    layer: String,
+    // @end
     /// `lock`, open and locked: this `run` is alive.
     _lock: File,
 }
 
 impl Container {
-    /// Unpack the image of container `id` into its directory.
-    pub fn create(
-        paths: &Paths,
-        id: &str,
-        image_name: &str,
-    ) -> Result<Container> {
-        let tarball = image::find(paths, image_name)?;
+    // @before 4
+    // /// Unpack the image of container `id` into its directory.
+    // pub fn create(
+    //     paths: &Paths,
+    //     id: &str,
+    //     image_name: &str,
+    // ) -> Result<Container> {
+    //     let tarball = image::find(paths, image_name)?;
+    // @end
+    // @stage 4
+    /// Make the directory of container `id`, on the image copy `layer`.
+    pub fn create(paths: &Paths, id: &str, layer: &Layer) -> Result<Container> {
+        // @end
         let dir = paths.container(id);
         // Make the directory and lock it while holding `containers/`
         // locked: a `run` looking for dead containers takes that lock
@@ -58,6 +92,9 @@ impl Container {
             .create(&new)
             .with_context(|| format!("mkdir {}", new.display()))?;
         let locked = lock(&new.join(LOCK), true, libc::LOCK_EX).and_then(|f| {
+            // @stage 4
+            prepare_overlay(&new, layer)?;
+            // @end
             fs::rename(&new, &dir)
                 .with_context(|| format!("rename to {}", dir.display()))?;
             Ok(f)
@@ -74,22 +111,95 @@ impl Container {
             id: id.to_string(),
             _lock: lock,
             dir,
+            // @stage 4
+            layer: layer.digest.clone(),
+            // @end
         };
         drop(store);
-        image::unpack(&tarball, &container.rootfs())?;
+        // @before 4
+        // image::unpack(&tarball, &container.rootfs())?;
+        // @end
         Ok(container)
     }
     // ANCHOR_END: create
 
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
+        // @before 4
+        // self.dir.join("rootfs")
+        // @end
+        // @stage 4
+        self.dir.join(MERGED)
+        // @end
     }
 
+    // @stage 4
+    /// The image copy, as init's overlay options name it: relative to the
+    /// container's directory.
+    pub fn lower(&self) -> PathBuf {
+        Path::new(overlay::LAYERS_FROM_CONTAINER).join(&self.layer)
+    }
+
+    // @end
     pub fn short_id(&self) -> &str {
         id::short(&self.id)
     }
 }
 
+// @stage 4
+// ANCHOR: prepare_overlay
+/// The container's side of its overlay, made in its new directory: its own
+/// layer `upper/`, overlay's scratch directory `work/` (on the same
+/// filesystem, as overlay requires), the mount point `rootfs/`, and the file
+/// `layer` that names the image copy, so that nobody removes the copy while
+/// the container uses it.
+fn prepare_overlay(dir: &Path, layer: &Layer) -> Result<()> {
+    let file = dir.join(LAYER);
+    fs::write(&file, &layer.digest)
+        .with_context(|| format!("write {}", file.display()))?;
+    for name in [UPPER, WORK, MERGED] {
+        let path = dir.join(name);
+        fs::create_dir(&path)
+            .with_context(|| format!("mkdir {}", path.display()))?;
+    }
+    // The merged `/` has the mode and owner of the upper directory, the
+    // topmost layer: give it the image's, or `/` would be 0700 root's.
+    let upper = dir.join(UPPER);
+    let image_root = fs::metadata(&layer.dir)
+        .with_context(|| format!("stat {}", layer.dir.display()))?;
+    let mode = fs::Permissions::from_mode(image_root.mode() & 0o7777);
+    fs::set_permissions(&upper, mode)
+        .with_context(|| format!("chmod {}", upper.display()))?;
+    let (uid, gid) = (image_root.uid(), image_root.gid());
+    chown(&upper, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .with_context(|| format!("chown {}", upper.display()))?;
+    Ok(())
+}
+// ANCHOR_END: prepare_overlay
+
+/// The file in a container's directory that names its image copy.
+const LAYER: &str = "layer";
+
+// ANCHOR: in_use
+/// The image copies that containers stand on, dead or alive: a dead one's
+/// directory still names its copy until the sweep has removed it.
+pub fn layers_in_use(paths: &Paths) -> Result<HashSet<String>> {
+    let containers = paths.containers();
+    let mut used = HashSet::new();
+    for entry in fs::read_dir(&containers)
+        .with_context(|| format!("read {}", containers.display()))?
+    {
+        let Ok(digest) = fs::read_to_string(entry?.path().join(LAYER)) else {
+            continue; // not a container, or one made before stage 4
+        };
+        if layers::is_digest(&digest) {
+            used.insert(digest);
+        }
+    }
+    Ok(used)
+}
+// ANCHOR_END: in_use
+
+// @end
 // ANCHOR: drop
 /// However `run` ends, an error included, the container's files go with it.
 impl Drop for Container {
@@ -170,7 +280,7 @@ const LOCK_NOW: libc::c_int = libc::LOCK_EX | libc::LOCK_NB;
 
 /// Open `path` (a file, made if `create`; or a directory) and flock(2) it.
 /// Closing the file, or the death of this process, releases the lock.
-fn lock(path: &Path, create: bool, how: libc::c_int) -> Result<File> {
+pub fn lock(path: &Path, create: bool, how: libc::c_int) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(create)

@@ -92,7 +92,12 @@ pub fn check_name(name: &str) -> Result<()> {
 /// Unpack `tarball` into the new directory `dest`, all or nothing: entries
 /// go to a temporary sibling directory first, which is renamed to `dest`
 /// only once the whole archive is in.
-pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
+// @before 4
+// pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
+// @end
+// @stage 4
+pub fn unpack(file: File, tarball: &Path, dest: &Path) -> Result<()> {
+    // @end
     let name = dest
         .file_name()
         .context("unpack: destination has no name")?;
@@ -104,7 +109,15 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
     }
     fs::create_dir_all(&partial)
         .with_context(|| format!("mkdir {}", partial.display()))?;
-    let result = unpack_entries(tarball, &partial).and_then(|()| {
+    // `/` is 0755, whatever the umask of whoever runs mydocker.
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", partial.display()))?;
+    // @before 4
+    // let result = unpack_entries(tarball, &partial).and_then(|()| {
+    // @end
+    // @stage 4
+    let result = unpack_entries(file, &partial).and_then(|()| {
+        // @end
         fs::rename(&partial, dest)
             .with_context(|| format!("rename to {}", dest.display()))
     });
@@ -117,9 +130,14 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
 
 // ANCHOR: open
 /// Open a tarball, through gzip when it starts with gzip's magic bytes.
-fn open(tarball: &Path) -> Result<Box<dyn Read>> {
-    let mut file = File::open(tarball)
-        .with_context(|| format!("open {}", tarball.display()))?;
+// @before 4
+// fn open(tarball: &Path) -> Result<Box<dyn Read>> {
+//     let mut file = File::open(tarball)
+//         .with_context(|| format!("open {}", tarball.display()))?;
+// @end
+// @stage 4
+fn open(mut file: File) -> Result<Box<dyn Read>> {
+    // @end
     let mut magic = [0u8; 2];
     let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
     file.rewind()?;
@@ -136,8 +154,14 @@ fn open(tarball: &Path) -> Result<Box<dyn Read>> {
 
 // ANCHOR: entries
 // ANCHOR: entry_path
-fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
-    let mut archive = tar::Archive::new(open(tarball)?);
+// @before 4
+// fn unpack_entries(tarball: &Path, root: &Path) -> Result<()> {
+//     let mut archive = tar::Archive::new(open(tarball)?);
+// @end
+// @stage 4
+fn unpack_entries(file: File, root: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(open(file)?);
+    // @end
     // An image keeps its owners, modes and times: /tmp is 1777, a setuid
     // binary stays setuid, files belong to the users of the image.
     archive.set_preserve_permissions(true);

@@ -26,6 +26,9 @@ use nix::unistd::{execvp, getpid, sethostname};
 use crate::config::ContainerConfig;
 use crate::namespace::PIPE_FD;
 use crate::signals;
+// @stage 4
+use crate::overlay;
+// @end
 // @stage 3
 use crate::rootfs;
 // @end
@@ -37,6 +40,9 @@ pub fn init() -> Result<i32> {
     signals::install()?;
     let config = read_config()?;
     make_mounts_private()?;
+    // @stage 4
+    overlay::mount_root(&config.rootfs, &config.lower)?;
+    // @end
     // @stage 3
     rootfs::pivot_into(&config.rootfs)?;
     rootfs::mkdir(Path::new("/proc"))?;

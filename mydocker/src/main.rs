@@ -20,6 +20,9 @@ mod id;
 // @stage 3
 mod image;
 // @end
+// @stage 4
+mod layers;
+// @end
 // @stage 2
 mod info;
 // @end
@@ -28,6 +31,9 @@ mod init;
 mod limits;
 // @end
 mod namespace;
+// @stage 4
+mod overlay;
+// @end
 // @stage 3
 mod paths;
 mod rootfs;

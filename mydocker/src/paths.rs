@@ -39,8 +39,18 @@ impl Paths {
         // nobody removes or renames another's files there), the
         // directories we keep in it may not.
         only_root_can_change(&self.root, fs::metadata(&self.root), true)?;
-        for (dir, mode) in [(self.images(), 0o755), (self.containers(), 0o700)]
-        {
+        // @before 4
+        // for (dir, mode) in [(self.images(), 0o755), (self.containers(), 0o700)]
+        // {
+        // @end
+        // @stage 4
+        let dirs = [
+            (self.images(), 0o755),
+            (self.layers(), 0o700),
+            (self.containers(), 0o700),
+        ];
+        for (dir, mode) in dirs {
+            // @end
             // Made now, then checked: in a shared root, another user could
             // make it first, and then it is theirs. symlink_metadata: a
             // planted symlink is refused, not followed.
@@ -56,6 +66,13 @@ impl Paths {
         self.root.join("images")
     }
 
+    // @stage 4
+    /// `layers/`: each image unpacked once, shared by its containers.
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    // @end
     /// `containers/`: one directory per container.
     pub fn containers(&self) -> PathBuf {
         self.root.join("containers")

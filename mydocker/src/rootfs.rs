@@ -22,16 +22,22 @@ const OLD_ROOT: &str = ".oldroot";
 // ANCHOR: pivot
 /// Make `rootfs` the root of this mount namespace and detach the host's.
 pub fn pivot_into(rootfs: &Path) -> Result<()> {
-    // pivot_root requires the new root to be a mount point; a bind mount of
-    // the directory onto itself makes it one.
-    mount(
-        Some(rootfs),
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .with_context(|| format!("mount({}, MS_BIND)", rootfs.display()))?;
+    // @before 4
+    // // pivot_root requires the new root to be a mount point; a bind mount of
+    // // the directory onto itself makes it one.
+    // mount(
+    //     Some(rootfs),
+    //     rootfs,
+    //     None::<&str>,
+    //     MsFlags::MS_BIND | MsFlags::MS_REC,
+    //     None::<&str>,
+    // )
+    // .with_context(|| format!("mount({}, MS_BIND)", rootfs.display()))?;
+    // @end
+    // @stage 4
+    // pivot_root requires the new root to be a mount point: the overlay
+    // mounted on it is one.
+    // @end
     let old_root = rootfs.join(OLD_ROOT);
     // An image could ship `.oldroot` as a symlink; refuse anything but a
     // plain directory.

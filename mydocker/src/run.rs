@@ -25,6 +25,9 @@ use crate::container::{self, Container};
 use crate::id;
 use crate::limits::{self, Limits};
 // @end
+// @stage 4
+use crate::layers::Layers;
+// @end
 // @stage 3
 use crate::paths::Paths;
 // @end
@@ -70,8 +73,14 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // @end
     // @stage 3
     // ANCHOR: container
-    // The image, unpacked for this container; dropping `container` when
-    // run() returns, whichever way, removes it again.
+    // @before 4
+    // // The image, unpacked for this container; dropping `container` when
+    // // run() returns, whichever way, removes it again.
+    // @end
+    // @stage 4
+    // The container's directory, on the image's shared copy; dropping
+    // `container` when run() returns, whichever way, removes it again.
+    // @end
     paths.create_root()?;
     // First remove what killed `run`s left behind.
     match container::remove_dead(paths) {
@@ -81,13 +90,34 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
         Err(err) => eprintln!("mydocker: warning: {err:#}"),
         Ok(()) => {}
     }
-    let container = Container::create(paths, &id, &args.image)?;
+    // @before 4
+    // let container = Container::create(paths, &id, &args.image)?;
+    // @end
+    // @stage 4
+    // ANCHOR: layer
+    let layers = Layers::lock(paths)?;
+    if let Err(err) = layers.remove_unused() {
+        if err.is::<signals::Interrupted>() {
+            return Err(err);
+        }
+        eprintln!("mydocker: warning: {err:#}");
+    }
+    let layer = layers.get(&args.image)?;
+    // Made while `layers/` is locked: from now on the container's `layer`
+    // file keeps its copy from being removed.
+    let container = Container::create(paths, &id, &layer)?;
+    drop(layers);
+    // ANCHOR_END: layer
+    // @end
     // ANCHOR_END: container
     // @end
     let config = ContainerConfig {
         command: args.command,
         // @stage 3
         rootfs: container.rootfs(),
+        // @stage 4
+        lower: container.lower(),
+        // @end
         hostname: container.short_id().to_string(),
         env: environment(container.short_id(), args.tty),
         // @end

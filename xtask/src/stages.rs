@@ -20,6 +20,10 @@ pub const STAGES: &[Stage] = &[
         number: 3,
         slug: "03-rootfs",
     },
+    Stage {
+        number: 4,
+        slug: "04-overlay",
+    },
 ];
 
 pub fn last() -> u32 {

@@ -169,7 +169,7 @@ const LOCK_NOW: libc::c_int = libc::LOCK_EX | libc::LOCK_NB;
 
 /// Open `path` (a file, made if `create`; or a directory) and flock(2) it.
 /// Closing the file, or the death of this process, releases the lock.
-fn lock(path: &Path, create: bool, how: libc::c_int) -> Result<File> {
+pub fn lock(path: &Path, create: bool, how: libc::c_int) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(create)

@@ -103,6 +103,9 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
     }
     fs::create_dir_all(&partial)
         .with_context(|| format!("mkdir {}", partial.display()))?;
+    // `/` is 0755, whatever the umask of whoever runs mydocker.
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", partial.display()))?;
     let result = unpack_entries(tarball, &partial).and_then(|()| {
         fs::rename(&partial, dest)
             .with_context(|| format!("rename to {}", dest.display()))
