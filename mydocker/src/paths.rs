@@ -23,9 +23,19 @@ pub struct Paths {
 impl Paths {
     /// The paths under `root`, or under the default root when it is None.
     pub fn new(root: Option<PathBuf>) -> Paths {
-        Paths {
-            root: root.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
-        }
+        // @before 4
+        // Paths {
+        //     root: root.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+        // }
+        // @end
+        // @stage 4
+        let root = root.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+        // init changes its directory to mount the overlay (overlay.rs): a
+        // relative `--root` would then name another place. (Fails only for
+        // an empty path, which the next mkdir reports.)
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Paths { root }
+        // @end
     }
 
     // ANCHOR: create_root
