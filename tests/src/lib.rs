@@ -36,7 +36,7 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const TEST_BUDGET: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
-pub const LAST_STAGE: u32 = 3;
+pub const LAST_STAGE: u32 = 4;
 
 /// Stage 3 made `run` take an image before the command.
 pub const FIRST_STAGE_WITH_IMAGES: u32 = 3;
@@ -196,6 +196,86 @@ impl Mydocker {
         process.deadline = self.deadline;
         let cgroups = process.read_until("ready");
         Running { process, cgroups }
+    }
+
+    /// [`Mydocker::start`] in image `image` instead of busybox: `run -i
+    /// OPTIONS IMAGE sh -c SCRIPT`. The image needs `sh` and `cat` on its
+    /// PATH (an [`ImageTar::busybox`] image has them).
+    pub fn start_in(&self, image: &str, options: &[&str], script: &str) -> Running {
+        let script = format!("cat /proc/self/cgroup; echo ready; {script}");
+        let mut args = vec!["run", "-i"];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&[image, "sh", "-c", &script]);
+        let mut process = Spawned::new(self.command(&args), true);
+        process.deadline = self.deadline;
+        let cgroups = process.read_until("ready");
+        Running { process, cgroups }
+    }
+
+    /// Every regular file under the state root, outside the image store,
+    /// whose content is `content`: the copies of an image's file that
+    /// mydocker keeps, wherever its layout puts them.
+    pub fn copies_of(&self, content: &[u8]) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        self.walk_outside_images(&mut |path, meta| {
+            if meta.is_file()
+                && meta.len() == content.len() as u64
+                && std::fs::read(path).is_ok_and(|bytes| bytes == content)
+            {
+                found.push(path.to_path_buf());
+            }
+        });
+        found.sort();
+        found
+    }
+
+    /// Every path under the state root, outside the image store, whose
+    /// file name is `name`.
+    pub fn paths_named(&self, name: &str) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        self.walk_outside_images(&mut |path, _| {
+            if path.file_name().is_some_and(|n| n == name) {
+                found.push(path.to_path_buf());
+            }
+        });
+        found.sort();
+        found
+    }
+
+    /// Call `visit` for everything below the state root except `images/`
+    /// and what is below it; symlinks are not followed.
+    pub fn walk_outside_images(&self, visit: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
+        let images = self.images();
+        let mut dirs = vec![self.root().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue; // removed meanwhile, by a run that cleans up
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path == images {
+                    continue;
+                }
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                visit(&path, &meta);
+                if meta.is_dir() {
+                    dirs.push(path);
+                }
+            }
+        }
+    }
+
+    /// The lines of the host's mount table that mention this test's state
+    /// root: mounts that mydocker left on the host.
+    pub fn mounts_left(&self) -> Vec<String> {
+        let root = self.root.path().to_string_lossy().into_owned();
+        host_mounts()
+            .lines()
+            .filter(|line| line.contains(&root))
+            .map(String::from)
+            .collect()
     }
 
     /// Start a container and return at once, with its output piped and
@@ -961,4 +1041,163 @@ pub fn online_cpus() -> Vec<u32> {
         cpus.extend(a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap());
     }
     cpus
+}
+
+/// A random string of 32 hexadecimal digits, for content and names that
+/// nothing else on the machine has.
+pub fn unique_token() -> String {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The applets an [`ImageTar::busybox`] image links to busybox in `/bin`.
+pub const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "ls", "stat", "rm", "rmdir", "mkdir", "mv", "ln", "touch", "chmod",
+    "chown", "test", "find", "sort", "xargs", "md5sum", "wc", "grep", "truncate", "sleep", "true",
+];
+
+/// An image tarball written in memory, entry by entry, owned by root and
+/// dated 0 unless said otherwise.
+pub struct ImageTar {
+    tar: tar::Builder<Vec<u8>>,
+}
+
+impl Default for ImageTar {
+    fn default() -> Self {
+        ImageTar::new()
+    }
+}
+
+impl ImageTar {
+    pub fn new() -> ImageTar {
+        ImageTar {
+            tar: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, uid: u64, gid: u64, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(uid);
+        header.set_gid(gid);
+        header.set_mtime(0);
+        header.set_size(size);
+        header
+    }
+
+    /// The entry `./`: the image's root directory, with its mode and owner.
+    pub fn root_dir(mut self, mode: u32, uid: u64, gid: u64) -> ImageTar {
+        let mut header = Self::header(tar::EntryType::Directory, mode, uid, gid, 0);
+        self.tar
+            .append_data(&mut header, "./", std::io::empty())
+            .expect("append ./");
+        self
+    }
+
+    /// A directory (`path` without a trailing slash).
+    pub fn dir(mut self, path: &str, mode: u32) -> ImageTar {
+        let mut header = Self::header(tar::EntryType::Directory, mode, 0, 0, 0);
+        self.tar
+            .append_data(&mut header, format!("{path}/"), std::io::empty())
+            .expect("append a directory");
+        self
+    }
+
+    /// A regular file.
+    pub fn file(mut self, path: &str, mode: u32, data: &[u8]) -> ImageTar {
+        let mut header = Self::header(tar::EntryType::Regular, mode, 0, 0, data.len() as u64);
+        self.tar
+            .append_data(&mut header, path, data)
+            .expect("append a file");
+        self
+    }
+
+    /// A regular file with its owner.
+    pub fn file_owned(
+        mut self,
+        path: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        data: &[u8],
+    ) -> ImageTar {
+        let mut header = Self::header(tar::EntryType::Regular, mode, uid, gid, data.len() as u64);
+        self.tar
+            .append_data(&mut header, path, data)
+            .expect("append a file");
+        self
+    }
+
+    /// A symbolic link at `path` to `target`.
+    pub fn symlink(mut self, path: &str, target: &str) -> ImageTar {
+        let mut header = Self::header(tar::EntryType::Symlink, 0o777, 0, 0, 0);
+        self.tar
+            .append_link(&mut header, path, target)
+            .expect("append a symlink");
+        self
+    }
+
+    /// `/bin/busybox` (the host's static busybox) and, in `/bin`, a link
+    /// to it for each of the [`APPLETS`].
+    pub fn busybox(self) -> ImageTar {
+        let busybox = std::fs::read("/bin/busybox")
+            .expect("the host's static busybox, /bin/busybox (apt-get install busybox-static)");
+        let mut image = self.dir("bin", 0o755).file("bin/busybox", 0o755, &busybox);
+        for applet in APPLETS {
+            image = image.symlink(&format!("bin/{applet}"), "busybox");
+        }
+        image
+    }
+
+    /// The archive's bytes without its end marker, for appending entries
+    /// that the tar crate refuses to write (see [`raw_entry`]).
+    pub fn into_entries(self) -> Vec<u8> {
+        let mut bytes = self.into_bytes();
+        bytes.truncate(bytes.len() - 1024);
+        bytes
+    }
+
+    /// The whole archive, end marker included.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.tar.into_inner().expect("finish the archive")
+    }
+}
+
+/// One tar entry written byte by byte (the tar crate refuses to write
+/// hostile paths): a ustar header with `path`, the type flag `kind`
+/// (`b'0'` file, `b'2'` symlink, `b'5'` directory), the link target
+/// `link`, then `data` padded to 512 bytes.
+pub fn raw_entry(path: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..path.len()].copy_from_slice(path.as_bytes());
+    header[100..107].copy_from_slice(b"0000755");
+    header[108..115].copy_from_slice(b"0000000");
+    header[116..123].copy_from_slice(b"0000000");
+    header[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+    header[136..147].copy_from_slice(b"00000000000");
+    header[156] = kind;
+    header[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut entry = header.to_vec();
+    entry.extend_from_slice(data);
+    entry.resize(entry.len().div_ceil(512) * 512, 0);
+    entry
+}
+
+/// The end of a tar archive: two blocks of zeros.
+pub const TAR_END: [u8; 1024] = [0; 1024];
+
+/// `data`, gzip-compressed.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, data).expect("gzip in memory");
+    gz.finish().expect("gzip in memory")
 }
