@@ -54,7 +54,7 @@ pub fn mount_root(rootfs: &Path, lower: &Path) -> Result<()> {
         Some(options.as_str()),
     )
     .map_err(|errno| unusable(dir, errno))
-    .with_context(|| format!("mount(overlay, {}, {options})", rootfs.display()))
+    .with_context(|| format!("mount(overlay, {})", rootfs.display()))
 }
 // ANCHOR_END: mount
 
@@ -73,9 +73,9 @@ fn unusable(dir: &Path, errno: Errno) -> anyhow::Error {
     // containers/ID is two levels below the state root.
     let root = dir.ancestors().nth(2).unwrap_or(dir);
     anyhow!(
-        "{errno}: the state root {} is on {kind}, which overlay cannot \
-         use for a container's writable layer; move it with --root DIR \
-         or MYDOCKER_ROOT=DIR to a directory on ext4, xfs, btrfs or tmpfs",
+        "{errno}: the state root {} is on {kind}, where overlay cannot \
+         keep a container's layer: move it with --root DIR or \
+         MYDOCKER_ROOT=DIR (ext4, xfs, btrfs and tmpfs work)",
         root.display()
     )
 }
