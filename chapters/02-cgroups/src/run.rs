@@ -104,10 +104,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
 // ANCHOR: send_config
 /// Write the configuration as JSON and close the pipe, which releases init.
 fn send_config(pipe: OwnedFd, config: &ContainerConfig) -> Result<()> {
+    // Serialized first, then written at once: serde_json writes each token
+    // as it goes, and every small write to a pipe wakes init up again.
+    let json = serde_json::to_vec(config).context("serialize the config")?;
     let mut pipe = File::from(pipe);
-    serde_json::to_writer(&mut pipe, config)
-        .context("write to the init pipe")?;
-    pipe.flush().context("write to the init pipe")?;
+    pipe.write_all(&json).context("write to the init pipe")?;
     Ok(()) // dropping `pipe` closes it: init reads end-of-file
 }
 // ANCHOR_END: send_config
