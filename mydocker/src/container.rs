@@ -19,6 +19,7 @@
 
 // @stage 4
 use std::collections::HashSet;
+use std::io::ErrorKind::{NotADirectory, NotFound};
 // @end
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -162,7 +163,8 @@ fn prepare_overlay(dir: &Path, layer: &Layer) -> Result<()> {
             .with_context(|| format!("mkdir {}", path.display()))?;
     }
     // The merged `/` has the mode and owner of the upper directory, the
-    // topmost layer: give it the image's, or `/` would be 0700 root's.
+    // topmost layer: give it those of the copy's root (0755 root's, as
+    // `image::unpack` makes it), whatever the umask made of `upper`.
     let upper = dir.join(UPPER);
     let image_root = fs::metadata(&layer.dir)
         .with_context(|| format!("stat {}", layer.dir.display()))?;
@@ -188,11 +190,21 @@ pub fn layers_in_use(paths: &Paths) -> Result<HashSet<String>> {
     for entry in fs::read_dir(&containers)
         .with_context(|| format!("read {}", containers.display()))?
     {
-        let Ok(digest) = fs::read_to_string(entry?.path().join(LAYER)) else {
-            continue; // not a container, or one made before stage 4
-        };
-        if layers::is_digest(&digest) {
-            used.insert(digest);
+        let file = entry?.path().join(LAYER);
+        match fs::read_to_string(&file) {
+            Ok(digest) if layers::is_digest(&digest) => {
+                used.insert(digest);
+            }
+            Ok(_) => {}
+            // Not a container's directory, or a container made by chapter
+            // 3's program, which has no copy.
+            Err(err) if matches!(err.kind(), NotFound | NotADirectory) => {}
+            // Any other failure: we cannot tell which copy it uses, so
+            // no copy may be removed.
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("read {}", file.display()))
+            }
         }
     }
     Ok(used)

@@ -96,16 +96,17 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // @stage 4
     // ANCHOR: layer
     let layers = Layers::lock(paths)?;
+    let layer = layers.get(&args.image)?;
+    // Made while `layers/` is locked: from now on the container's `layer`
+    // file keeps its copy from being removed.
+    let container = Container::create(paths, &id, &layer)?;
+    // Then the copies nobody uses any more: this image's previous one, say.
     if let Err(err) = layers.remove_unused() {
         if err.is::<signals::Interrupted>() {
             return Err(err);
         }
         eprintln!("mydocker: warning: {err:#}");
     }
-    let layer = layers.get(&args.image)?;
-    // Made while `layers/` is locked: from now on the container's `layer`
-    // file keeps its copy from being removed.
-    let container = Container::create(paths, &id, &layer)?;
     drop(layers);
     // ANCHOR_END: layer
     // @end

@@ -8,8 +8,8 @@
 //! or later) checks again, resolving symlinks, as it writes files, links and
 //! directories. A broken image leaves nothing half-unpacked behind.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -88,42 +88,24 @@ pub fn check_name(name: &str) -> Result<()> {
 // ANCHOR_END: names
 
 // ANCHOR: unpack
-/// Unpack `tarball` into the new directory `dest`, all or nothing: entries
-/// go to a temporary sibling directory first, which is renamed to `dest`
-/// only once the whole archive is in.
-pub fn unpack(file: File, tarball: &Path, dest: &Path) -> Result<()> {
-    let name = dest
-        .file_name()
-        .context("unpack: destination has no name")?;
-    let partial =
-        dest.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-    if partial.exists() {
-        fs::remove_dir_all(&partial)
-            .with_context(|| format!("remove {}", partial.display()))?;
-    }
-    fs::create_dir_all(&partial)
-        .with_context(|| format!("mkdir {}", partial.display()))?;
+/// Unpack the tarball that `tarball` reads into `dest`, a new directory.
+/// (layers.rs makes that all or nothing: `dest` is a temporary name.)
+pub fn unpack(tarball: impl Read, dest: &Path) -> Result<()> {
+    fs::create_dir(dest)
+        .with_context(|| format!("mkdir {}", dest.display()))?;
     // `/` is 0755, whatever the umask of whoever runs mydocker.
-    fs::set_permissions(&partial, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("chmod {}", partial.display()))?;
-    let result = unpack_entries(file, &partial).and_then(|()| {
-        fs::rename(&partial, dest)
-            .with_context(|| format!("rename to {}", dest.display()))
-    });
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&partial);
-    }
-    result.with_context(|| format!("unpack {}", tarball.display()))
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", dest.display()))?;
+    unpack_entries(tarball, dest)
 }
 // ANCHOR_END: unpack
 
 // ANCHOR: open
 /// Open a tarball, through gzip when it starts with gzip's magic bytes.
-fn open(mut file: File) -> Result<Box<dyn Read>> {
-    let mut magic = [0u8; 2];
-    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    file.rewind()?;
-    let file = BufReader::new(file);
+fn open<'a>(tarball: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let mut file = BufReader::new(tarball);
+    // Look at the first bytes without taking them from the reader.
+    let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     // Multi: `cat a.tar.gz b.tar.gz` is one valid gzip file of two
     // members, and gzip(1) reads them all; so must we.
     Ok(if gzip {
@@ -136,8 +118,8 @@ fn open(mut file: File) -> Result<Box<dyn Read>> {
 
 // ANCHOR: entries
 // ANCHOR: entry_path
-fn unpack_entries(file: File, root: &Path) -> Result<()> {
-    let mut archive = tar::Archive::new(open(file)?);
+fn unpack_entries(tarball: impl Read, root: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(open(tarball)?);
     // An image keeps its owners, modes and times: /tmp is 1777, a setuid
     // binary stays setuid, files belong to the users of the image.
     archive.set_preserve_permissions(true);

@@ -17,8 +17,11 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
 use nix::libc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -44,8 +47,19 @@ pub struct Layer {
 impl Layers<'_> {
     /// Wait for the lock of `layers/` (`Paths::create_root` made it).
     pub fn lock(paths: &Paths) -> Result<Layers<'_>> {
-        let lock = container::lock(&paths.layers(), false, libc::LOCK_EX)?;
-        Ok(Layers { paths, _lock: lock })
+        let now = libc::LOCK_EX | libc::LOCK_NB;
+        loop {
+            match container::lock(&paths.layers(), false, now) {
+                Ok(lock) => return Ok(Layers { paths, _lock: lock }),
+                // Held by another run, maybe for a long unpack: try again
+                // soon, and let Ctrl-C stop us meanwhile.
+                Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {
+                    signals::check_interrupted()?;
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
     // ANCHOR_END: layers
 
@@ -57,27 +71,57 @@ impl Layers<'_> {
             .with_context(|| format!("open {}", tarball.display()))?;
         let stat = Stat::of(&file, &tarball)?;
         let remembered = self.paths.layers().join(format!("{name}.digest"));
-        let digest = match Remembered::read(&remembered) {
+        let known = Remembered::read(&remembered).filter(|k| k.is_of(&stat));
+        let digest = match &known {
             // The tarball has not changed since we hashed it.
-            Some(known) if known.stat == stat => known.digest,
-            _ => {
-                let digest = sha256(&mut file, &tarball)?;
-                let known = Remembered { stat, digest };
-                known.write(&remembered)?;
-                known.digest
-            }
+            Some(known) => known.digest.clone(),
+            None => sha256(&mut file)
+                .with_context(|| format!("read {}", tarball.display()))?,
         };
         let dir = self.paths.layers().join(&digest);
         if !dir.is_dir() {
-            // From the file we hashed, not from the path: a tarball
-            // replaced meanwhile cannot slip in under this digest.
             file.rewind()
                 .with_context(|| format!("rewind {}", tarball.display()))?;
-            image::unpack(file, &tarball, &dir)?;
+            self.unpack(&mut file, &digest)
+                .with_context(|| format!("unpack {}", tarball.display()))?;
+        }
+        // `cp` onto a tarball rewrites it in place: had that happened while
+        // we read it, its stat would say so, and we would remember a
+        // digest that is not the tarball's.
+        if Stat::of(&file, &tarball)? != stat {
+            bail!("{} changed while it was read: try again", tarball.display());
+        }
+        if known.is_none() {
+            Remembered::new(stat, &digest).write(&remembered)?;
         }
         Ok(Layer { digest, dir })
     }
     // ANCHOR_END: get
+
+    // ANCHOR: unpack
+    /// Unpack `file` into `.HEX.partial`, hashing it again as it is read,
+    /// and rename it to `HEX` only if it is complete and has that digest.
+    fn unpack(&self, file: &mut File, digest: &str) -> Result<()> {
+        let layers = self.paths.layers();
+        let partial = layers.join(format!(".{digest}.partial"));
+        remove(&partial)?; // left by a run killed half-way
+        let mut reading = Hashing::new(file);
+        let result = image::unpack(&mut reading, &partial).and_then(|()| {
+            // The same file, read twice: it may have been rewritten in
+            // between, and a copy must hold what its name says.
+            if reading.digest() != digest {
+                bail!("the tarball changed while it was unpacked: try again");
+            }
+            let dir = layers.join(digest);
+            fs::rename(&partial, &dir)
+                .with_context(|| format!("rename to {}", dir.display()))
+        });
+        if result.is_err() {
+            let _ = remove(&partial);
+        }
+        result
+    }
+    // ANCHOR_END: unpack
 
     // ANCHOR: remove_unused
     /// Remove the copies that no image and no container uses any more, and
@@ -91,29 +135,33 @@ impl Layers<'_> {
         {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(image) = name.strip_suffix(".digest") {
+            if name.starts_with('.') {
+                // Work in progress of a run that held the lock, as we do
+                // now: that run is dead. (`.HEX.partial`, `.NAME.digest`)
+                remove(&entry.path())?;
+            } else if let Some(image) = name.strip_suffix(".digest") {
                 // The copy of an image in the store, as long as the tarball
                 // is the one we hashed; else forget the digest.
                 let tarball = self.paths.images().join(format!("{image}.tar"));
                 match (Remembered::read(&entry.path()), Stat::at(&tarball)) {
-                    (Some(known), Some(stat)) if known.stat == stat => {
+                    (Some(known), Some(stat)) if known.is_of(&stat) => {
                         used.insert(known.digest);
                     }
                     _ => remove(&entry.path())?,
                 }
-            } else if name.starts_with('.') && name.ends_with(".partial") {
-                // An unpack killed half-way: nobody else unpacks while we
-                // hold the lock.
-                remove(&entry.path())?;
             } else if is_digest(&name) {
                 copies.push(name);
             }
         }
-        for digest in copies {
-            if !used.contains(&digest) {
-                signals::check_interrupted()?;
-                remove(&layers.join(&digest))?;
-            }
+        for digest in copies.iter().filter(|d| !used.contains(*d)) {
+            signals::check_interrupted()?;
+            // Renamed away first: a copy half removed (a failure, a kill)
+            // must not keep the name that runs look for.
+            let doomed = layers.join(format!(".{digest}.partial"));
+            let dir = layers.join(digest);
+            fs::rename(&dir, &doomed)
+                .with_context(|| format!("rename {}", dir.display()))?;
+            remove(&doomed)?;
         }
         Ok(())
     }
@@ -122,7 +170,8 @@ impl Layers<'_> {
 
 /// A SHA-256 in hex, as we name copies.
 pub fn is_digest(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+    name.len() == 64
+        && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 // ANCHOR: stat
@@ -162,50 +211,99 @@ impl Stat {
     }
 }
 
+// ANCHOR: remembered
 /// `layers/NAME.digest`: the digest of a tarball, and its stat then.
 #[derive(Serialize, Deserialize)]
 struct Remembered {
     stat: Stat,
     digest: String,
+    /// When this was written: the file's own mtime.
+    #[serde(skip)]
+    written: (i64, i64),
 }
 
 impl Remembered {
+    fn new(stat: Stat, digest: &str) -> Remembered {
+        let digest = digest.to_string();
+        Remembered {
+            stat,
+            digest,
+            written: (0, 0),
+        }
+    }
+
+    /// Whether this is still the digest of a tarball whose stat is `stat`.
+    /// Git's "racily clean" rule: a tarball changed after it was hashed,
+    /// but within the same tick of the filesystem's clock, keeps its stat;
+    /// only one changed strictly before the digest was written is known.
+    fn is_of(&self, stat: &Stat) -> bool {
+        self.stat == *stat && stat.ctime < self.written
+    }
+
     /// None when missing or unreadable: then we hash again.
     fn read(path: &Path) -> Option<Remembered> {
-        let known: Remembered =
-            serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        let file = File::open(path).ok()?;
+        let meta = file.metadata().ok()?;
+        let mut known: Remembered = serde_json::from_reader(file).ok()?;
+        known.written = (meta.mtime(), meta.mtime_nsec());
         is_digest(&known.digest).then_some(known)
     }
 
     /// Written to a temporary file, then renamed: never half a digest.
     fn write(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec(self)?;
-        let tmp = path.with_extension("digest.tmp");
+        let name = path.file_name().context("no file name")?;
+        let tmp = path.with_file_name(format!(".{}", name.to_string_lossy()));
         fs::write(&tmp, json)
             .with_context(|| format!("write {}", tmp.display()))?;
         fs::rename(&tmp, path)
             .with_context(|| format!("rename to {}", path.display()))
     }
 }
+// ANCHOR_END: remembered
 
 // ANCHOR: sha256
-/// The SHA-256 of the whole file, in hex.
-fn sha256(file: &mut File, path: &Path) -> Result<String> {
-    let mut hasher = Sha256::new();
+/// The SHA-256 of everything `reader` gives, in hex.
+fn sha256(reader: impl Read) -> Result<String> {
+    let mut hashing = Hashing::new(reader);
     let mut buffer = vec![0u8; 256 * 1024];
     loop {
         signals::check_interrupted()?;
-        match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => hasher.update(&buffer[..read]),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => {
-                return Err(err)
-                    .with_context(|| format!("read {}", path.display()))
-            }
+        match hashing.read(&mut buffer) {
+            Ok(0) => return Ok(hashing.digest()),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err.into()),
         }
     }
-    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// A reader that hashes every byte read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Hashing<R> {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// The SHA-256, in hex, of what was read so far.
+    fn digest(&self) -> String {
+        format!("{:x}", self.hasher.clone().finalize())
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
 }
 // ANCHOR_END: sha256
 

@@ -53,7 +53,7 @@ pub fn mount_root(rootfs: &Path, lower: &Path) -> Result<()> {
         MsFlags::empty(),
         Some(options.as_str()),
     )
-    .map_err(|errno| unusable(dir, errno))
+    .map_err(|errno| unusable(dir, errno, &options))
     .with_context(|| format!("mount(overlay, {})", rootfs.display()))
 }
 // ANCHOR_END: mount
@@ -62,13 +62,14 @@ pub fn mount_root(rootfs: &Path, lower: &Path) -> Result<()> {
 /// Overlay keeps whiteouts and its own notes (extended attributes) in the
 /// upper layer, which some filesystems cannot hold: overlay itself (a state
 /// root inside a container), NFS, FUSE... Say which one, and the way out.
-fn unusable(dir: &Path, errno: Errno) -> anyhow::Error {
+fn unusable(dir: &Path, errno: Errno, options: &str) -> anyhow::Error {
     let kind = match statfs(dir).map(|fs| fs.filesystem_type()) {
         Ok(OVERLAYFS_SUPER_MAGIC) => "overlay",
         Ok(FsType(0x6969)) => "NFS",
         Ok(FsType(0x6573_5546)) => "FUSE",
         Ok(FsType(0xff53_4d42)) | Ok(FsType(0xfe53_4d42)) => "SMB",
-        _ => return anyhow!(errno),
+        // Something else: say which paths the mount was given.
+        _ => return anyhow!("{errno} ({options})"),
     };
     // containers/ID is two levels below the state root.
     let root = dir.ancestors().nth(2).unwrap_or(dir);

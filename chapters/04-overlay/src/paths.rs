@@ -53,6 +53,20 @@ impl Paths {
             make_dir(&dir, mode, false)?;
             only_root_can_change(&dir, fs::symlink_metadata(&dir), false)?;
         }
+        // The copies in layers/ hold every image's setuid programs, shared
+        // by all its containers: no other user may even look in.
+        let layers = self.layers();
+        let mode = fs::metadata(&layers)
+            .with_context(|| format!("stat {}", layers.display()))?
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{} is open to other users (mode {:o}): they could run the \
+                 images' setuid programs; `chmod 700` it",
+                layers.display(),
+                mode & 0o7777
+            );
+        }
         Ok(())
     }
     // ANCHOR_END: create_root
