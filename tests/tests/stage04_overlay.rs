@@ -950,3 +950,35 @@ fn a_relative_state_root_works() {
         assert!(left.is_empty(), "containers left: {left:?}");
     }
 }
+
+/// A cgroup costs every `run` that has one: directories to make and
+/// remove, and on cgroup v1 an RCU grace period to move the process in.
+/// From stage 4 a container gets cgroups only in the hierarchies of the
+/// limits it asks for, and none without a limit.
+#[test]
+fn a_container_without_limits_gets_no_cgroup() {
+    let _lock = mydocker_stage_tests::cgroups_shared();
+    let md = Mydocker::new();
+    let out = md.run(&[], &["cat", "/proc/self/cgroup"]);
+    let cgroups = out.success();
+    assert!(
+        !cgroups.contains("/mydocker/"),
+        "a container that asked for no limit is in a cgroup of mydocker's:\n{cgroups}"
+    );
+    let out = md.run(&["--pids-limit", "100"], &["cat", "/proc/self/cgroup"]);
+    let cgroups = out.success();
+    let ours: Vec<&str> = cgroups
+        .lines()
+        .filter(|l| l.contains("/mydocker/"))
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "--pids-limit 100 gave no cgroup:\n{cgroups}"
+    );
+    if let mydocker_stage_tests::CgroupLayout::V1(_) = mydocker_stage_tests::cgroup_layout() {
+        assert!(
+            ours.iter().all(|l| l.contains("pids")),
+            "--pids-limit alone should need the pids hierarchy only, not: {ours:?}"
+        );
+    }
+}

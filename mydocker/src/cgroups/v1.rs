@@ -1,10 +1,19 @@
 // @stage 2
 //! cgroup v1: a directory for the container in each hierarchy.
 //!
-//! mydocker makes the container's directory in every hierarchy of the
-//! controllers it knows (cpu, cpuset, memory, pids), also when no limit is
-//! set there, like Docker: the container is then accounted for everywhere,
-//! and every container has the same set of cgroups.
+// @before 4
+// //! mydocker makes the container's directory in every hierarchy of the
+// //! controllers it knows (cpu, cpuset, memory, pids), also when no limit is
+// //! set there, like Docker: the container is then accounted for everywhere,
+// //! and every container has the same set of cgroups.
+// @end
+// @stage 4
+//! mydocker makes the container's directory in the hierarchies of the
+//! limits it asks for (cpu, cpuset, memory, pids), and only there: each
+//! directory costs a few system calls to make and to remove, and a
+//! process moved into it an RCU grace period. (Docker makes one in every
+//! hierarchy, to account for each container everywhere.)
+// @end
 
 use std::path::Path;
 
@@ -13,8 +22,10 @@ use anyhow::{bail, Result};
 use super::{Hierarchy, Plan, Step, PARENT};
 use crate::limits::{Limits, CPU_PERIOD};
 
-/// The controllers mydocker puts every container in.
-const CONTROLLERS: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
+// @before 4
+// /// The controllers mydocker puts every container in.
+// const CONTROLLERS: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
+// @end
 
 // ANCHOR: plan
 // ANCHOR: plan_dirs
@@ -33,7 +44,12 @@ pub fn plan(
     }
     let mut plan = Plan::default();
     for hierarchy in hierarchies {
-        if !CONTROLLERS.iter().any(|c| hierarchy.has(c)) {
+        // @before 4
+        // if !CONTROLLERS.iter().any(|c| hierarchy.has(c)) {
+        // @end
+        // @stage 4
+        if !limits.controllers().iter().any(|(c, _)| hierarchy.has(c)) {
+            // @end
             continue;
         }
         let parent = hierarchy.mount.join(PARENT);

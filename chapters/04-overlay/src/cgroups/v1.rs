@@ -1,9 +1,10 @@
 //! cgroup v1: a directory for the container in each hierarchy.
 //!
-//! mydocker makes the container's directory in every hierarchy of the
-//! controllers it knows (cpu, cpuset, memory, pids), also when no limit is
-//! set there, like Docker: the container is then accounted for everywhere,
-//! and every container has the same set of cgroups.
+//! mydocker makes the container's directory in the hierarchies of the
+//! limits it asks for (cpu, cpuset, memory, pids), and only there: each
+//! directory costs a few system calls to make and to remove, and a
+//! process moved into it an RCU grace period. (Docker makes one in every
+//! hierarchy, to account for each container everywhere.)
 
 use std::path::Path;
 
@@ -12,8 +13,6 @@ use anyhow::{bail, Result};
 use super::{Hierarchy, Plan, Step, PARENT};
 use crate::limits::{Limits, CPU_PERIOD};
 
-/// The controllers mydocker puts every container in.
-const CONTROLLERS: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
 
 // ANCHOR: plan
 // ANCHOR: plan_dirs
@@ -32,7 +31,7 @@ pub fn plan(
     }
     let mut plan = Plan::default();
     for hierarchy in hierarchies {
-        if !CONTROLLERS.iter().any(|c| hierarchy.has(c)) {
+        if !limits.controllers().iter().any(|(c, _)| hierarchy.has(c)) {
             continue;
         }
         let parent = hierarchy.mount.join(PARENT);
