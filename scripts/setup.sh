@@ -20,7 +20,9 @@ step "Debian packages"
 # iptables, iproute2: container networking (and a look at it from the host)
 # tmux: the tests drive interactive `run -ti` sessions through it
 # build-essential: the C linker that rustc needs; curl: to fetch rustup
-packages="busybox-static iptables iproute2 tmux build-essential curl ca-certificates"
+# crun, runc, hyperfine, jq: bench/run times mydocker against crun and runc
+#   with hyperfine (jq edits their OCI spec); it installs nothing itself
+packages="busybox-static iptables iproute2 tmux build-essential curl ca-certificates crun runc hyperfine jq"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -9,6 +9,8 @@
 //! 6. the stage tests catch every broken variant (`broken.rs`)
 //! 7. on a host with cgroup v1, the tests of the cgroup stages once more, on
 //!    a cgroup v2 kernel booted under QEMU (see `qemu.rs`)
+//! 8. `bench/run --smoke`: the benchmark still runs (its figures are not
+//!    checked: speed is measured, never asserted)
 //!
 //! `cargo xtask test --stage N [--bin PATH]` runs only step 5, for one
 //! binary: stage N's own, or yours.
@@ -117,7 +119,24 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     // The stage tests must fail on every broken variant of the program.
     crate::broken::main(root, &[])?;
     crate::qemu::v2_tests(root)?;
+    // The benchmark must keep working: a few runs of each row, not saved.
+    cargo(root, &["build", "--release", "--package", "mydocker"])?;
+    bench_smoke(root)?;
     println!("xtask: every check passed");
+    Ok(())
+}
+
+fn bench_smoke(root: &Path) -> Result<()> {
+    let bin = root.join("target/release/mydocker");
+    let status = Command::new(root.join("bench/run"))
+        .arg("--smoke")
+        .arg("--bin")
+        .arg(&bin)
+        .status()
+        .context("run bench/run --smoke")?;
+    if !status.success() {
+        bail!("bench/run --smoke failed ({status})");
+    }
     Ok(())
 }
 
