@@ -42,8 +42,11 @@ pub fn mount_root(rootfs: &Path, lower: &Path) -> Result<()> {
     // directory are short and plain, whatever the state root is called.
     let dir = rootfs.parent().context("the rootfs has no parent")?;
     chdir(dir).with_context(|| format!("chdir({})", dir.display()))?;
+    // volatile: no sync of the upper layer's filesystem when the overlay
+    // goes (a journal commit for every container). The layer is removed
+    // when the container ends: nothing in it must survive a crash.
     let options = format!(
-        "lowerdir={},upperdir={UPPER},workdir={WORK}",
+        "lowerdir={},upperdir={UPPER},workdir={WORK},volatile",
         lower.display()
     );
     mount(
