@@ -216,6 +216,7 @@ pub struct Plan {
 }
 // ANCHOR_END: step
 
+// ANCHOR: plan_new
 impl Plan {
     /// Plan the cgroup of container `id`. Fails, before anything is made,
     /// when the host lacks a controller that a limit needs.
@@ -239,6 +240,7 @@ impl Plan {
         }
     }
 }
+// ANCHOR_END: plan_new
 
 /// A container's cgroup, removed again by `remove` or, at the latest, when
 /// the handle is dropped: every way out of `run` cleans up.
