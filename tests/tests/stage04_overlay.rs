@@ -982,3 +982,75 @@ fn a_container_without_limits_gets_no_cgroup() {
         );
     }
 }
+
+/// A full disk during the first unpack leaves no half copy: the state
+/// root is a tmpfs (inside a mount namespace of the test's own) with room
+/// for the busybox tarball but not for its copy as well. The run fails in
+/// one line; nothing of the copy stays; with room again, the next run
+/// works.
+#[test]
+fn a_full_disk_during_the_first_unpack_leaves_no_copy() {
+    let md = Mydocker::new();
+    let dir = tempfile::Builder::new()
+        .prefix("mydocker-full-")
+        .tempdir()
+        .unwrap();
+    let script = r#"
+        mount -t tmpfs -o size=3m,mode=0700 tmpfs "$1" || exit 99
+        "$2" --root "$1" run busybox echo RAN
+        echo "rc=$?"
+        # What the failed run left, but for the tarball and mydocker's
+        # empty directories.
+        find "$1" -mindepth 1 ! -path "$1/images*" ! -type d -printf 'left %P\n'
+        find "$1" -mindepth 2 -type d ! -path "$1/images*" -printf 'left %P/\n'
+        mount -o remount,size=16m "$1" || exit 99
+        "$2" --root "$1" run busybox echo RAN
+    "#;
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(dir.path())
+        .arg(md.bin())
+        .stdin(std::process::Stdio::null());
+    let out = md.finish(command);
+    assert_ne!(
+        out.code,
+        Some(99),
+        "the test could not set up its tmpfs: {out:#?}"
+    );
+    let (first, second) = out
+        .stdout
+        .split_once("rc=")
+        .unwrap_or_else(|| panic!("the first run did not end: {out:#?}"));
+    assert!(
+        !first.contains("RAN"),
+        "the first run should fail for want of room: {out:#?}"
+    );
+    assert!(
+        !second.starts_with("0\n"),
+        "the first run exited 0 with no room for the copy: {out:#?}"
+    );
+    let left: Vec<&str> = second.lines().filter(|l| l.starts_with("left ")).collect();
+    assert!(
+        left.is_empty(),
+        "the run that found the disk full left {left:#?}"
+    );
+    assert!(
+        second.lines().last() == Some("RAN"),
+        "with room again, the next run should work: {out:#?}"
+    );
+    // One line for the failure, and the message of the full disk in it.
+    let failure = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        failure.contains("No space left") || failure.contains("ENOSPC"),
+        "the failure should say that the disk is full: {out:#?}"
+    );
+}
