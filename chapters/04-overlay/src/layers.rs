@@ -6,7 +6,7 @@
 //! big tarball for every `run` would cost what we save, so `NAME.digest`
 //! remembers the digest together with the tarball's inode, size and times
 //! (git's index does the same for its files): the tarball is read again
-//! only when one of them has changed.
+//! only when one of them has changed, or changed too recently to tell.
 //!
 //! Everything here happens under an exclusive flock(2) of `layers/`: two
 //! first runs of an image never unpack it twice, and a copy is never removed
@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
+use nix::time::{clock_gettime, ClockId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -72,11 +73,16 @@ impl Layers<'_> {
         let stat = Stat::of(&file, &tarball)?;
         let remembered = self.paths.layers().join(format!("{name}.digest"));
         let known = Remembered::read(&remembered).filter(|k| k.is_of(&stat));
-        let digest = match &known {
+        let (digest, before) = match known {
             // The tarball has not changed since we hashed it.
-            Some(known) => known.digest.clone(),
-            None => sha256(&mut file)
-                .with_context(|| format!("read {}", tarball.display()))?,
+            Some(known) => (known.digest, None),
+            None => {
+                // The clock before we read: see `is_of`.
+                let before = Remembered::clock()?;
+                let digest = sha256(&mut file)
+                    .with_context(|| format!("read {}", tarball.display()))?;
+                (digest, Some(before))
+            }
         };
         let dir = self.paths.layers().join(&digest);
         if !dir.is_dir() {
@@ -91,8 +97,14 @@ impl Layers<'_> {
         if Stat::of(&file, &tarball)? != stat {
             bail!("{} changed while it was read: try again", tarball.display());
         }
-        if known.is_none() {
-            Remembered::new(stat, &digest).write(&remembered)?;
+        if let Some(before) = before {
+            let digest = digest.clone();
+            Remembered {
+                stat,
+                digest,
+                before,
+            }
+            .write(&remembered)?;
         }
         Ok(Layer { digest, dir })
     }
@@ -143,8 +155,9 @@ impl Layers<'_> {
                 // The copy of an image in the store, as long as the tarball
                 // is the one we hashed; else forget the digest.
                 let tarball = self.paths.images().join(format!("{image}.tar"));
+                // (Too recent to skip the hash is not stale: keep it.)
                 match (Remembered::read(&entry.path()), Stat::at(&tarball)) {
-                    (Some(known), Some(stat)) if known.is_of(&stat) => {
+                    (Some(known), Some(stat)) if known.stat == stat => {
                         used.insert(known.digest);
                     }
                     _ => remove(&entry.path())?,
@@ -217,35 +230,33 @@ impl Stat {
 struct Remembered {
     stat: Stat,
     digest: String,
-    /// When this was written: the file's own mtime.
-    #[serde(skip)]
-    written: (i64, i64),
+    /// The filesystem's clock just before the tarball was read.
+    before: (i64, i64),
 }
 
 impl Remembered {
-    fn new(stat: Stat, digest: &str) -> Remembered {
-        let digest = digest.to_string();
-        Remembered {
-            stat,
-            digest,
-            written: (0, 0),
-        }
+    /// Whether this is still the digest of a tarball whose stat is `stat`.
+    /// Git's "racily clean" rule: a tarball rewritten in place within the
+    /// tick of the filesystem's clock in which we started to read it can
+    /// keep its size and times; only one changed strictly before is known.
+    fn is_of(&self, stat: &Stat) -> bool {
+        self.stat == *stat && stat.ctime < self.before
     }
 
-    /// Whether this is still the digest of a tarball whose stat is `stat`.
-    /// Git's "racily clean" rule: a tarball changed after it was hashed,
-    /// but within the same tick of the filesystem's clock, keeps its stat;
-    /// only one changed strictly before the digest was written is known.
-    fn is_of(&self, stat: &Stat) -> bool {
-        self.stat == *stat && stat.ctime < self.written
+    /// The clock the kernel stamps file times with: its coarse one, which
+    /// moves once a tick (a finer clock could read later than the ctime
+    /// of a change made after it).
+    fn clock() -> Result<(i64, i64)> {
+        let now = clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
+            .context("clock_gettime(CLOCK_REALTIME_COARSE)")?;
+        Ok((now.tv_sec(), now.tv_nsec()))
     }
 
     /// None when missing or unreadable: then we hash again.
     fn read(path: &Path) -> Option<Remembered> {
-        let file = File::open(path).ok()?;
-        let meta = file.metadata().ok()?;
-        let mut known: Remembered = serde_json::from_reader(file).ok()?;
-        known.written = (meta.mtime(), meta.mtime_nsec());
+        // Read whole, then parsed: serde_json reads a File byte by byte.
+        let known: Remembered =
+            serde_json::from_slice(&fs::read(path).ok()?).ok()?;
         is_digest(&known.digest).then_some(known)
     }
 

@@ -44,7 +44,7 @@ pub fn mount_root(rootfs: &Path, lower: &Path) -> Result<()> {
     chdir(dir).with_context(|| format!("chdir({})", dir.display()))?;
     // volatile: no sync of the upper layer's filesystem when the overlay
     // goes (a journal commit for every container). The layer is removed
-    // when the container ends: nothing in it must survive a crash.
+    // when the container ends: nothing in it need survive a crash.
     let options = format!(
         "lowerdir={},upperdir={UPPER},workdir={WORK},volatile",
         lower.display()

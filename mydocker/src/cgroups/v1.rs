@@ -207,32 +207,48 @@ mod tests {
         assert_eq!(plan.leaves, leaves);
     }
 
+    // @before 4
+    // #[test]
+    // fn without_limits_the_cpuset_is_still_filled_in() {
+    //     let plan = plan(&hierarchies(Path::new("/cg")), ID, &Limits::default())
+    //         .unwrap();
+    //     let cpuset: Vec<&Step> = plan
+    //         .steps
+    //         .iter()
+    //         .filter(|s| {
+    //             format!("{s:?}").contains("/cg/cpuset/mydocker/c0ffee/")
+    //         })
+    //         .collect();
+    //     assert_eq!(
+    //         cpuset,
+    //         [
+    //             &Step::Copy {
+    //                 from: path("/cg/cpuset/mydocker/cpuset.cpus"),
+    //                 to: path("/cg/cpuset/mydocker/c0ffee/cpuset.cpus")
+    //             },
+    //             &Step::Copy {
+    //                 from: path("/cg/cpuset/mydocker/cpuset.mems"),
+    //                 to: path("/cg/cpuset/mydocker/c0ffee/cpuset.mems")
+    //             },
+    //         ]
+    //     );
+    //     assert!(!plan.steps.iter().any(|s| matches!(s, Step::Write(..))));
+    // }
+    // @end
+    // @stage 4
     #[test]
-    fn without_limits_the_cpuset_is_still_filled_in() {
-        let plan = plan(&hierarchies(Path::new("/cg")), ID, &Limits::default())
-            .unwrap();
-        let cpuset: Vec<&Step> = plan
-            .steps
-            .iter()
-            .filter(|s| {
-                format!("{s:?}").contains("/cg/cpuset/mydocker/c0ffee/")
-            })
-            .collect();
-        assert_eq!(
-            cpuset,
-            [
-                &Step::Copy {
-                    from: path("/cg/cpuset/mydocker/cpuset.cpus"),
-                    to: path("/cg/cpuset/mydocker/c0ffee/cpuset.cpus")
-                },
-                &Step::Copy {
-                    from: path("/cg/cpuset/mydocker/cpuset.mems"),
-                    to: path("/cg/cpuset/mydocker/c0ffee/cpuset.mems")
-                },
-            ]
-        );
-        assert!(!plan.steps.iter().any(|s| matches!(s, Step::Write(..))));
+    fn only_the_hierarchies_of_the_limits_asked_for() {
+        let hierarchies = hierarchies(Path::new("/cg"));
+        let none = plan(&hierarchies, ID, &Limits::default()).unwrap();
+        assert!(none.steps.is_empty() && none.leaves.is_empty());
+        let memory = Limits {
+            memory: Some(32 << 20),
+            ..Limits::default()
+        };
+        let memory = plan(&hierarchies, ID, &memory).unwrap();
+        assert_eq!(memory.leaves, [path("/cg/memory/mydocker/c0ffee")]);
     }
+    // @end
 
     #[test]
     fn a_missing_controller_is_refused_by_name() {
@@ -282,10 +298,19 @@ mod tests {
         fake_files(&leaf("memory"), &[("memory.limit_in_bytes", "")]);
         fake_files(&leaf("pids"), &[("pids.max", "")]);
 
+        // @before 4
+        // let limits = Limits {
+        //     cpuset_cpus: None,
+        //     ..every_limit()
+        // };
+        // @end
+        // @stage 4
+        // (From stage 4, a container is in a cpuset for --cpuset-cpus only.)
         let limits = Limits {
-            cpuset_cpus: None,
+            cpuset_cpus: Some("0-1".into()),
             ..every_limit()
         };
+        // @end
         let mut cgroup =
             Cgroup::create(plan(&hierarchies, ID, &limits).unwrap()).unwrap();
         cgroup.add(Pid::from_raw(4242)).unwrap();

@@ -190,30 +190,16 @@ mod tests {
     }
 
     #[test]
-    fn without_limits_the_cpuset_is_still_filled_in() {
-        let plan = plan(&hierarchies(Path::new("/cg")), ID, &Limits::default())
-            .unwrap();
-        let cpuset: Vec<&Step> = plan
-            .steps
-            .iter()
-            .filter(|s| {
-                format!("{s:?}").contains("/cg/cpuset/mydocker/c0ffee/")
-            })
-            .collect();
-        assert_eq!(
-            cpuset,
-            [
-                &Step::Copy {
-                    from: path("/cg/cpuset/mydocker/cpuset.cpus"),
-                    to: path("/cg/cpuset/mydocker/c0ffee/cpuset.cpus")
-                },
-                &Step::Copy {
-                    from: path("/cg/cpuset/mydocker/cpuset.mems"),
-                    to: path("/cg/cpuset/mydocker/c0ffee/cpuset.mems")
-                },
-            ]
-        );
-        assert!(!plan.steps.iter().any(|s| matches!(s, Step::Write(..))));
+    fn only_the_hierarchies_of_the_limits_asked_for() {
+        let hierarchies = hierarchies(Path::new("/cg"));
+        let none = plan(&hierarchies, ID, &Limits::default()).unwrap();
+        assert!(none.steps.is_empty() && none.leaves.is_empty());
+        let memory = Limits {
+            memory: Some(32 << 20),
+            ..Limits::default()
+        };
+        let memory = plan(&hierarchies, ID, &memory).unwrap();
+        assert_eq!(memory.leaves, [path("/cg/memory/mydocker/c0ffee")]);
     }
 
     #[test]
@@ -264,8 +250,9 @@ mod tests {
         fake_files(&leaf("memory"), &[("memory.limit_in_bytes", "")]);
         fake_files(&leaf("pids"), &[("pids.max", "")]);
 
+        // (From stage 4, a container is in a cpuset for --cpuset-cpus only.)
         let limits = Limits {
-            cpuset_cpus: None,
+            cpuset_cpus: Some("0-1".into()),
             ..every_limit()
         };
         let mut cgroup =
