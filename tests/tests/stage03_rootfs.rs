@@ -472,10 +472,14 @@ fn raw_header(path: &str, kind: u8, link: &str, device: Option<(u32, u32)>) -> V
 #[test]
 fn run_ti_busybox_sh_is_an_interactive_shell() {
     let md = Mydocker::new();
-    let socket = format!("mydocker-test-{}", std::process::id());
+    // The test's own tmux server, its socket in a directory that goes with
+    // the test (tmux leaves a `-L` socket in /tmp/tmux-UID/ behind).
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("tmux");
     let tmux = |args: &[&str]| {
         std::process::Command::new("tmux")
-            .args(["-L", &socket])
+            .arg("-S")
+            .arg(&socket)
             .args(args)
             .output()
             .expect("run tmux (apt-get install tmux)")
