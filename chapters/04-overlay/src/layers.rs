@@ -154,8 +154,9 @@ impl Layers<'_> {
             } else if let Some(image) = name.strip_suffix(".digest") {
                 // The copy of an image in the store, as long as the tarball
                 // is the one we hashed; else forget the digest.
+                // (A digest too recent to skip the hash, see `is_of`, still
+                // names this image's copy: only the stat decides here.)
                 let tarball = self.paths.images().join(format!("{image}.tar"));
-                // (Too recent to skip the hash is not stale: keep it.)
                 match (Remembered::read(&entry.path()), Stat::at(&tarball)) {
                     (Some(known), Some(stat)) if known.stat == stat => {
                         used.insert(known.digest);
@@ -230,15 +231,16 @@ impl Stat {
 struct Remembered {
     stat: Stat,
     digest: String,
-    /// The filesystem's clock just before the tarball was read.
+    /// The kernel's coarse clock, which dates files, just before the
+    /// tarball was read (see `clock`).
     before: (i64, i64),
 }
 
 impl Remembered {
     /// Whether this is still the digest of a tarball whose stat is `stat`.
     /// Git's "racily clean" rule: a tarball rewritten in place within the
-    /// tick of the filesystem's clock in which we started to read it can
-    /// keep its size and times; only one changed strictly before is known.
+    /// clock tick in which we started to read it can keep its size and
+    /// times; only one changed strictly before that tick is known.
     fn is_of(&self, stat: &Stat) -> bool {
         self.stat == *stat && stat.ctime < self.before
     }
