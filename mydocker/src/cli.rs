@@ -34,11 +34,39 @@ pub enum Command {
     /// Show how this host's cgroups are laid out
     Info,
     // @end
+    // @stage 5
+    // ANCHOR: volume_commands
+    /// Manage named volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    // ANCHOR_END: volume_commands
+    // @end
     /// The container's first process (started by `run`, not by you)
     #[command(hide = true)]
     Init,
 }
 // ANCHOR_END: commands
+// @stage 5
+
+// ANCHOR: volume_command
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// Make a named volume (`run -v NAME:PATH` makes one too)
+    Create { name: String },
+    /// List the named volumes
+    Ls {
+        /// Only the names
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove named volumes that no running container uses
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+// ANCHOR_END: volume_command
+// @end
 
 // ANCHOR: run_args
 #[derive(Args)]
@@ -76,6 +104,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<String>,
     // ANCHOR_END: limit_args
+    // @end
+    // @stage 5
+    // ANCHOR: volume_args
+    /// Mount a host path or a named volume: HOST:PATH[:ro|:rw], repeatable
+    #[arg(
+        short = 'v',
+        long = "volume",
+        value_name = "HOST:PATH",
+        allow_hyphen_values = true
+    )]
+    pub volumes: Vec<String>,
+
+    // ANCHOR_END: volume_args
     // @end
     // @stage 3
     /// The image to run (busybox is built in)

@@ -30,6 +30,10 @@ pub struct ContainerConfig {
     pub hostname: String,
     /// The command's environment, `KEY=value`: the host's stays outside.
     pub env: Vec<String>,
+    // @stage 5
+    /// What to mount where, in the order to mount them.
+    pub volumes: Vec<crate::volumes::Volume>,
+    // @end
     // @end
 }
 // ANCHOR_END: config

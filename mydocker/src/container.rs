@@ -49,6 +49,9 @@ use crate::overlay::{self, MERGED, UPPER, WORK};
 // @end
 use crate::paths::Paths;
 use crate::signals;
+// @stage 5
+use crate::volumes;
+// @end
 
 // ANCHOR: container
 // ANCHOR: create
@@ -74,8 +77,20 @@ impl Container {
     //     let tarball = image::find(paths, image_name)?;
     // @end
     // @stage 4
-    /// Make the directory of container `id`, on the image copy `layer`.
-    pub fn create(paths: &Paths, id: &str, layer: &Layer) -> Result<Container> {
+    // @before 5
+    // /// Make the directory of container `id`, on the image copy `layer`.
+    // pub fn create(paths: &Paths, id: &str, layer: &Layer) -> Result<Container> {
+    // @end
+    // @stage 5
+    /// Make the directory of container `id`, on the image copy `layer`,
+    /// with the named volumes `volumes`.
+    pub fn create(
+        paths: &Paths,
+        id: &str,
+        layer: &Layer,
+        volumes: &[String],
+    ) -> Result<Container> {
+        // @end
         // @end
         let dir = paths.container(id);
         // Make the directory and lock it while holding `containers/`
@@ -95,6 +110,9 @@ impl Container {
         let locked = lock(&new.join(LOCK), true, libc::LOCK_EX).and_then(|f| {
             // @stage 4
             prepare_overlay(&new, layer)?;
+            // @end
+            // @stage 5
+            record_volumes(paths, &new, volumes)?;
             // @end
             fs::rename(&new, &dir)
                 .with_context(|| format!("rename to {}", dir.display()))?;
@@ -181,6 +199,60 @@ fn prepare_overlay(dir: &Path, layer: &Layer) -> Result<()> {
 /// The file in a container's directory that names its image copy.
 const LAYER: &str = "layer";
 
+// @stage 5
+// ANCHOR: volumes_file
+/// The file in a container's directory that names its named volumes.
+const VOLUMES: &str = "volumes";
+
+/// Make the named volumes of a new container and write their names in
+/// its directory, while `containers/` is locked: `volume rm` takes that
+/// lock, then reads these files.
+fn record_volumes(paths: &Paths, dir: &Path, names: &[String]) -> Result<()> {
+    for name in names {
+        volumes::named::create(paths, name)?;
+    }
+    let file = dir.join(VOLUMES);
+    fs::write(&file, names.join("\n"))
+        .with_context(|| format!("write {}", file.display()))
+}
+
+/// The named volumes of the running containers, with their short IDs.
+/// The caller holds `containers/` locked, so no container is being made.
+pub fn volumes_in_use(paths: &Paths) -> Result<Vec<(String, String)>> {
+    let containers = paths.containers();
+    let mut used = Vec::new();
+    for entry in fs::read_dir(&containers)
+        .with_context(|| format!("read {}", containers.display()))?
+    {
+        let entry = entry?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !id::is_id(&id) {
+            continue;
+        }
+        // A lock we can take is a dead `run`'s: its volumes are free.
+        if lock(&entry.path().join(LOCK), false, LOCK_NOW).is_ok() {
+            continue;
+        }
+        let file = entry.path().join(VOLUMES);
+        match fs::read_to_string(&file) {
+            Ok(names) => used.extend(
+                names
+                    .lines()
+                    .map(|name| (name.to_string(), id::short(&id).to_string())),
+            ),
+            // A container made by chapter 4's program: no named volumes.
+            Err(err) if matches!(err.kind(), NotFound | NotADirectory) => {}
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("read {}", file.display()))
+            }
+        }
+    }
+    Ok(used)
+}
+// ANCHOR_END: volumes_file
+
+// @end
 // ANCHOR: in_use
 /// The image copies that containers stand on, dead or alive: a dead one's
 /// directory still names its copy until the sweep has removed it.
@@ -280,7 +352,12 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
 /// Lock `containers/` itself while a container directory is made, or
 /// while we look for dead ones: the two never interleave.
 /// (`Paths::create_root` made it, and checked whose it is.)
-fn lock_store(paths: &Paths) -> Result<File> {
+// @before 5
+// fn lock_store(paths: &Paths) -> Result<File> {
+// @end
+// @stage 5
+pub fn lock_store(paths: &Paths) -> Result<File> {
+    // @end
     lock(&paths.containers(), false, libc::LOCK_EX)
 }
 

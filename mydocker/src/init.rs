@@ -32,6 +32,9 @@ use crate::overlay;
 // @stage 3
 use crate::rootfs;
 // @end
+// @stage 5
+use crate::volumes;
+// @end
 
 // ANCHOR: init
 pub fn init() -> Result<i32> {
@@ -43,6 +46,10 @@ pub fn init() -> Result<i32> {
     // @stage 4
     overlay::mount_root(&config.rootfs, &config.lower)?;
     // @end
+    // @stage 5
+    // The volumes' host sides, opened while host paths lead to the host.
+    let trees = volumes::open_sources(&config.volumes)?;
+    // @end
     // @stage 3
     rootfs::pivot_into(&config.rootfs)?;
     rootfs::mkdir(Path::new("/proc"))?;
@@ -51,6 +58,13 @@ pub fn init() -> Result<i32> {
     // @stage 3
     rootfs::mount_dev()?;
     rootfs::mount_sys()?;
+    // @end
+    // @stage 5
+    // Last, so that a volume in /dev is not hidden by the /dev mounted
+    // above, and found in the container's root, where the host is gone.
+    volumes::attach(&config.volumes, trees)?;
+    // @end
+    // @stage 3
     sethostname(&config.hostname).context("sethostname")?;
     set_environment(&config.env);
     // @end

@@ -40,6 +40,9 @@ mod rootfs;
 // @end
 mod run;
 mod signals;
+// @stage 5
+mod volumes;
+// @end
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -56,6 +59,11 @@ fn main() {
         // @end
         // @stage 2
         Command::Info => info::info(),
+        // @end
+        // @stage 5
+        Command::Volume(command) => {
+            volumes::named::command(command, &paths::Paths::new(cli.root))
+        }
         // @end
         Command::Init => init::init(),
     };

@@ -54,11 +54,21 @@ impl Paths {
         // {
         // @end
         // @stage 4
+        // @before 5
+        // let dirs = [
+        //     (self.images(), 0o755),
+        //     (self.layers(), 0o700),
+        //     (self.containers(), 0o700),
+        // ];
+        // @end
+        // @stage 5
         let dirs = [
             (self.images(), 0o755),
             (self.layers(), 0o700),
             (self.containers(), 0o700),
+            (self.volumes(), 0o700),
         ];
+        // @end
         for (dir, mode) in dirs {
             // @end
             // Made now, then checked: in a shared root, another user could
@@ -108,6 +118,18 @@ impl Paths {
     pub fn container(&self, id: &str) -> PathBuf {
         self.containers().join(id)
     }
+    // @stage 5
+
+    /// `volumes/`: the named volumes.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// `volumes/NAME/`: one named volume's files.
+    pub fn volume(&self, name: &str) -> PathBuf {
+        self.volumes().join(name)
+    }
+    // @end
 }
 // ANCHOR_END: paths
 

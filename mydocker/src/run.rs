@@ -31,6 +31,9 @@ use crate::layers::Layers;
 // @stage 3
 use crate::paths::Paths;
 // @end
+// @stage 5
+use crate::volumes;
+// @end
 use crate::{namespace, signals};
 
 // ANCHOR: run
@@ -71,6 +74,9 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     let plan = Plan::new(&Layout::detect()?, &id, &limits)?;
     // ANCHOR_END: plan
     // @end
+    // @stage 5
+    let specs = volumes::parse_all(&args.volumes)?;
+    // @end
     // @stage 3
     // ANCHOR: container
     // @before 4
@@ -97,9 +103,23 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // ANCHOR: layer
     let layers = Layers::lock(paths)?;
     let layer = layers.get(&args.image)?;
+    // @stage 5
+    // ANCHOR: volumes
+    // Every mount point, checked against the image before anything is
+    // made; then the missing host directories are made.
+    volumes::check(&specs, &layer.dir)?;
+    let volumes = volumes::prepare(paths, &specs)?;
+    // ANCHOR_END: volumes
+    // @end
     // Made while `layers/` is locked: from now on the container's `layer`
     // file keeps its copy from being removed.
-    let container = Container::create(paths, &id, &layer)?;
+    // @before 5
+    // let container = Container::create(paths, &id, &layer)?;
+    // @end
+    // @stage 5
+    let named = volumes::names(&specs);
+    let container = Container::create(paths, &id, &layer, &named)?;
+    // @end
     // Then the copies nobody uses any more: this image's previous one, say.
     if let Err(err) = layers.remove_unused() {
         if err.is::<signals::Interrupted>() {
@@ -121,6 +141,9 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
         // @end
         hostname: container.short_id().to_string(),
         env: environment(container.short_id(), args.tty),
+        // @stage 5
+        volumes,
+        // @end
         // @end
     };
 

@@ -24,6 +24,10 @@ pub const STAGES: &[Stage] = &[
         number: 4,
         slug: "04-overlay",
     },
+    Stage {
+        number: 5,
+        slug: "05-volumes",
+    },
 ];
 
 pub fn last() -> u32 {
