@@ -36,7 +36,7 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const TEST_BUDGET: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
-pub const LAST_STAGE: u32 = 4;
+pub const LAST_STAGE: u32 = 5;
 
 /// Stage 3 made `run` take an image before the command.
 pub const FIRST_STAGE_WITH_IMAGES: u32 = 3;
@@ -276,6 +276,35 @@ impl Mydocker {
             .filter(|line| line.contains(&root))
             .map(String::from)
             .collect()
+    }
+
+    /// Run `sh -c SCRIPT sh ARGS...` in a mount namespace of its own
+    /// (`unshare --mount --propagation private`), with `$MYDOCKER` the
+    /// binary under test and `MYDOCKER_ROOT` this test's state root. The
+    /// mounts the script makes (a tmpfs to use as a volume, say) live and
+    /// die with that namespace: the host never sees them, and nothing is
+    /// left to unmount.
+    pub fn in_mount_namespace<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        script: &str,
+        args: &[S],
+    ) -> Outcome {
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .args(args)
+            .env("MYDOCKER", &self.bin)
+            .env("MYDOCKER_ROOT", self.root.path())
+            .stdin(Stdio::null());
+        self.finish(command)
     }
 
     /// Start a container and return at once, with its output piped and

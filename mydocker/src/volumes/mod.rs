@@ -18,7 +18,7 @@ mod spec;
 
 use std::fs::{self, DirBuilder, File};
 use std::io::ErrorKind;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -100,13 +100,7 @@ pub fn prepare(paths: &Paths, specs: &[Spec]) -> Result<Vec<Volume>> {
     for spec in specs {
         let source = match &spec.host {
             Host::Path(path) => {
-                if !path.exists() {
-                    DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o755)
-                        .create(path)
-                        .with_context(|| format!("mkdir {}", path.display()))?;
-                }
+                make_host_dir(path)?;
                 path.clone()
             }
             Host::Named(name) => paths.volume(name),
@@ -118,6 +112,23 @@ pub fn prepare(paths: &Paths, specs: &[Spec]) -> Result<Vec<Volume>> {
         });
     }
     Ok(volumes)
+}
+
+/// `mkdir -p`, each directory made 0755 whatever the umask (as Docker's
+/// daemon makes them); one that exists is left as it is.
+fn make_host_dir(path: &Path) -> Result<()> {
+    let missing: Vec<&Path> =
+        path.ancestors().take_while(|dir| !dir.exists()).collect();
+    for dir in missing.into_iter().rev() {
+        match DirBuilder::new().mode(0o755).create(dir) {
+            // Made by someone else meanwhile: theirs, not ours to chmod.
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => continue,
+            made => made.with_context(|| format!("mkdir {}", dir.display()))?,
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The named volumes among `specs`.

@@ -67,12 +67,13 @@ fn open_tree(volume: &Volume) -> Result<OwnedFd, Errno> {
 /// source, on the host, stay out of the container, and the other way
 /// round (`rprivate`, Docker's default for volumes).
 fn set_attributes(tree: &OwnedFd, read_only: bool) -> Result<(), Errno> {
+    let rdonly = if read_only {
+        libc::MOUNT_ATTR_RDONLY
+    } else {
+        0
+    };
     let attr = libc::mount_attr {
-        attr_set: if read_only {
-            libc::MOUNT_ATTR_RDONLY
-        } else {
-            0
-        },
+        attr_set: rdonly,
         attr_clr: 0,
         propagation: libc::MS_PRIVATE,
         userns_fd: 0,

@@ -9,7 +9,7 @@
 
 use std::fs::{self, DirBuilder};
 use std::io::ErrorKind;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use anyhow::{bail, Context, Result};
 use nix::unistd::Uid;
@@ -65,7 +65,12 @@ pub fn create(paths: &Paths, name: &str) -> Result<()> {
             }
             Ok(())
         }
-        made => made.with_context(|| format!("mkdir {}", dir.display())),
+        made => {
+            made.with_context(|| format!("mkdir {}", dir.display()))?;
+            // 0755 whatever the umask, like a host directory (mod.rs).
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod {}", dir.display()))
+        }
     }
 }
 // ANCHOR_END: create

@@ -29,7 +29,16 @@ pub fn open_in_root(root: &File, path: &Path) -> Result<OwnedFd, Errno> {
         .resolve(
             ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
         );
-    let fd = openat2(root.as_raw_fd(), path, how)?;
+    // EAGAIN: a rename or a mount somewhere on the system while a `..` was
+    // resolved, so the kernel could not be sure it stayed below `root`.
+    // Its advice is to try again; a lookup takes microseconds.
+    let mut tries = 0;
+    let fd = loop {
+        match openat2(root.as_raw_fd(), path, how) {
+            Err(Errno::EAGAIN) if tries < 100 => tries += 1,
+            result => break result?,
+        }
+    };
     // SAFETY: openat2 just returned this descriptor, and nothing else owns
     // it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
