@@ -1243,6 +1243,8 @@ fn malformed_volume_specs_are_refused_and_make_nothing() {
             .file("etc/passwd", 0o644, b"root:x:0:0::/:/bin/sh\n")
             .symlink("cfg", "/etc")
             .symlink("pw", "etc/passwd")
+            .symlink("nowhere", "/no/such/dir")
+            .symlink("fd", "/proc/self/fd/0")
             .into_bytes(),
     );
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
@@ -1359,6 +1361,21 @@ fn malformed_volume_specs_are_refused_and_make_nothing() {
             "links",
             vec![format!("{}:/pw", m("m"))],
             "a missing HOST onto /pw -> etc/passwd",
+        ),
+        (
+            "links",
+            vec![format!("{}:/nowhere/x", m("m"))],
+            "a missing HOST through /nowhere -> /no/such/dir, a link to nothing",
+        ),
+        (
+            "links",
+            vec!["named-m:/nowhere".into()],
+            "a named volume onto /nowhere -> /no/such/dir, a link to nothing",
+        ),
+        (
+            "links",
+            vec![format!("{}:/fd/x", m("m"))],
+            "a missing HOST through /fd -> /proc/self/fd/0, a magic link",
         ),
     ];
     let before = tree(host.path());

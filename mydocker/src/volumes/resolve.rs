@@ -18,8 +18,9 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Result};
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
+use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
 
 // ANCHOR: open_in_root
 /// Open `path` as if `root` were `/`, for its handle only (O_PATH): it
@@ -71,23 +72,34 @@ impl Kind {
 }
 
 // ANCHOR: kind_in_root
-/// What `path` is below `root`: None when it does not exist yet (it will
-/// be made when the volume is mounted).
+/// What `path` is below `root`: None when it is missing (it will be made
+/// when the volume is mounted). Nothing is made.
 pub fn kind_in_root(root: &File, path: &Path) -> Result<Option<Kind>> {
-    match open_in_root(root, path) {
-        Ok(fd) => Ok(Some(Kind::of(&fd)?)),
-        Err(Errno::ENOENT) => Ok(None),
-        Err(errno) => Err(refused(path, errno)),
+    match walk_in_root(root, path, None)? {
+        Some(fd) => Ok(Some(Kind::of(&fd)?)),
+        None => Ok(None),
     }
+}
+
+/// Open `path` below `root`, first making what is missing of it:
+/// directories, and a last component of `kind`.
+pub fn make_in_root(root: &File, path: &Path, kind: Kind) -> Result<OwnedFd> {
+    walk_in_root(root, path, Some(kind))?
+        .ok_or_else(|| anyhow::anyhow!("{} names no file", path.display()))
 }
 // ANCHOR_END: kind_in_root
 
 // ANCHOR: make_in_root
-/// Open `path` below `root`, first making what is missing of it:
-/// directories, and a last component of `kind`. Each component is made
-/// with mkdirat(2) or openat(2) in the handle of its parent, itself found
-/// in root; nothing is ever looked up from the host's `/`.
-pub fn make_in_root(root: &File, path: &Path, kind: Kind) -> Result<OwnedFd> {
+/// Open `path` below `root` one component at a time. A missing component
+/// is made when `make` says of which kind the last one is, each with
+/// mkdirat(2) or openat(2) in the handle of its parent, itself found in
+/// root; nothing is ever looked up from the host's `/`. Without `make`, a
+/// missing path gives None.
+fn walk_in_root(
+    root: &File,
+    path: &Path,
+    make: Option<Kind>,
+) -> Result<Option<OwnedFd>> {
     let names: Vec<&OsStr> = path
         .components()
         .filter_map(|c| match c {
@@ -100,19 +112,26 @@ pub fn make_in_root(root: &File, path: &Path, kind: Kind) -> Result<OwnedFd> {
         let here = parent.join(name);
         let last = i + 1 == names.len();
         match open_in_root(root, &here) {
-            Ok(_) if !last => {}
-            Ok(fd) => return Ok(fd),
+            Ok(fd) if last => return Ok(Some(fd)),
+            Ok(_) => {}
             Err(Errno::ENOENT) => {
                 let dir = open_in_root(root, &parent)
                     .map_err(|errno| refused(&parent, errno))?;
-                make(&dir, name, if last { kind } else { Kind::Directory })
-                    .map_err(|errno| match errno {
-                        // There, but it led nowhere: a dangling symlink.
-                        Errno::EEXIST => refused(&here, Errno::ENOENT),
-                        errno => refused(&here, errno),
-                    })?;
+                // There, yet not found: a symlink that leads nowhere (or
+                // into /proc, empty in the image). Refused, made or not.
+                let flag = AtFlags::AT_SYMLINK_NOFOLLOW;
+                if fstatat(Some(dir.as_raw_fd()), *name, flag).is_ok() {
+                    return Err(refused(&here, Errno::ENOENT));
+                }
+                let Some(kind) = make else {
+                    return Ok(None);
+                };
+                let kind = if last { kind } else { Kind::Directory };
+                make_one(&dir, name, kind)
+                    .map_err(|errno| refused(&here, errno))?;
                 if last {
                     return open_in_root(root, &here)
+                        .map(Some)
                         .map_err(|errno| refused(&here, errno));
                 }
             }
@@ -125,7 +144,7 @@ pub fn make_in_root(root: &File, path: &Path, kind: Kind) -> Result<OwnedFd> {
 
 /// Make `name` in the directory `dir`: neither call follows a symlink
 /// that `name` may already be (EEXIST instead).
-fn make(dir: &OwnedFd, name: &OsStr, kind: Kind) -> Result<(), Errno> {
+fn make_one(dir: &OwnedFd, name: &OsStr, kind: Kind) -> Result<(), Errno> {
     let dir = Some(dir.as_raw_fd());
     match kind {
         Kind::Directory => mkdirat(dir, name, Mode::from_bits_truncate(0o755)),
@@ -149,7 +168,7 @@ fn refused(path: &Path, errno: Errno) -> anyhow::Error {
     let why = match errno {
         Errno::ENOTDIR => "a part of it is not a directory",
         Errno::ELOOP => "a symbolic link loops, or leads through /proc",
-        Errno::ENOENT => "a symbolic link leads to nothing",
+        Errno::ENOENT => "a symbolic link on the way leads nowhere",
         _ => errno.desc(),
     };
     anyhow::anyhow!("openat2({}, RESOLVE_IN_ROOT): {why}", path.display())
