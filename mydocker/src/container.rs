@@ -112,7 +112,7 @@ impl Container {
             prepare_overlay(&new, layer)?;
             // @end
             // @stage 5
-            record_volumes(paths, &new, volumes)?;
+            make_and_record_volumes(paths, &new, volumes)?;
             // @end
             fs::rename(&new, &dir)
                 .with_context(|| format!("rename to {}", dir.display()))?;
@@ -207,7 +207,11 @@ const VOLUMES: &str = "volumes";
 /// Make the named volumes of a new container and write their names in
 /// its directory, while `containers/` is locked: `volume rm` takes that
 /// lock, then reads these files.
-fn record_volumes(paths: &Paths, dir: &Path, names: &[String]) -> Result<()> {
+fn make_and_record_volumes(
+    paths: &Paths,
+    dir: &Path,
+    names: &[String],
+) -> Result<()> {
     for name in names {
         volumes::named::create(paths, name)?;
     }

@@ -1114,7 +1114,16 @@ fn a_path_through_a_proc_magic_link_is_refused() {
     md.add_image("magic", &image.into_bytes());
     let opened = make_dir(host.path(), "opened", &[]);
     let src = make_dir(host.path(), "src", &[]);
-    for ctr in ["/data/sub", "/data", "/fd/0/sub", "/stdin/sub"] {
+    // The first four go through the image's links; the last two through
+    // the links mydocker makes in /dev, which the image never shows.
+    for ctr in [
+        "/data/sub",
+        "/data",
+        "/fd/0/sub",
+        "/stdin/sub",
+        "/dev/stdin/sub",
+        "/dev/fd/0/sub",
+    ] {
         let mut command = md.command(&[
             "run",
             "-i",
@@ -1418,5 +1427,59 @@ fn malformed_volume_specs_are_refused_and_make_nothing() {
             "a file\n",
             "{what} (-v {shown}): the host file changed"
         );
+    }
+}
+
+/// A mount point that a symlink leads into /proc (mydocker's own `/dev/fd
+/// -> /proc/self/fd`, an image's `/procl -> /proc`) or back to the
+/// container's `/` (`/dot -> .`) is refused: a volume there would cover
+/// the kernel's files, which init and every program trust, or the whole
+/// container. One line, exit 125, the command never runs, and the host
+/// directory stays empty.
+#[test]
+fn volumes_never_cover_proc_or_the_root() {
+    let md = Mydocker::new();
+    let host = host_dir();
+    let src = make_dir(host.path(), "src", &[]);
+    md.add_image(
+        "links",
+        &ImageTar::new()
+            .root_dir(0o755, 0, 0)
+            .busybox()
+            .dir("proc", 0o755)
+            .symlink("procl", "/proc")
+            .symlink("dot", ".")
+            .symlink("up", "/bin/..")
+            .into_bytes(),
+    );
+    let cases = [
+        ("busybox", "/dev/fd", "/dev/fd -> /proc/self/fd"),
+        ("links", "/procl", "/procl -> /proc"),
+        ("links", "/procl/sys", "/procl/sys, through /procl -> /proc"),
+        ("links", "/dot", "/dot -> ."),
+        ("links", "/up", "/up -> /bin/.."),
+    ];
+    for (image, ctr, what) in cases {
+        let out = run_with(&md, &[&spec(&src, ctr)], image, &["echo", "RAN"]);
+        assert!(
+            !out.stdout.contains("RAN"),
+            "-v SRC:{ctr} ({what}): the container ran: {out:#?}"
+        );
+        assert_eq!(
+            out.code,
+            Some(125),
+            "-v SRC:{ctr} ({what}) should be refused with 125: {out:#?}"
+        );
+        assert_eq!(
+            out.stderr.trim().lines().count(),
+            1,
+            "-v SRC:{ctr} ({what}) should be refused in one line: {out:#?}"
+        );
+        assert_eq!(
+            tree(&src),
+            Vec::<String>::new(),
+            "-v SRC:{ctr} ({what}): something was made in SRC"
+        );
+        assert_eq!(md.containers_left(), Vec::<String>::new());
     }
 }

@@ -67,7 +67,7 @@ impl Container {
             .with_context(|| format!("mkdir {}", new.display()))?;
         let locked = lock(&new.join(LOCK), true, libc::LOCK_EX).and_then(|f| {
             prepare_overlay(&new, layer)?;
-            record_volumes(paths, &new, volumes)?;
+            make_and_record_volumes(paths, &new, volumes)?;
             fs::rename(&new, &dir)
                 .with_context(|| format!("rename to {}", dir.display()))?;
             Ok(f)
@@ -147,7 +147,11 @@ const VOLUMES: &str = "volumes";
 /// Make the named volumes of a new container and write their names in
 /// its directory, while `containers/` is locked: `volume rm` takes that
 /// lock, then reads these files.
-fn record_volumes(paths: &Paths, dir: &Path, names: &[String]) -> Result<()> {
+fn make_and_record_volumes(
+    paths: &Paths,
+    dir: &Path,
+    names: &[String],
+) -> Result<()> {
     for name in names {
         volumes::named::create(paths, name)?;
     }

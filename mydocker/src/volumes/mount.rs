@@ -9,17 +9,20 @@
 //! move_mount(tree -> the mount point's handle)       (now it is visible)
 //! ```
 //!
-//! Nothing is looked up by path twice: the source is opened while the
-//! host is still there, the target once the host is gone.
+//! The source is opened while the host is still there, the target once
+//! the host is gone; what is mounted on is the handle that the lookup in
+//! the container's root gave, never a path looked up again.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
+use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
 
 use super::resolve::{self, Kind};
 use super::Volume;
@@ -32,7 +35,7 @@ pub fn open_sources(volumes: &[Volume]) -> Result<Vec<OwnedFd>> {
         .iter()
         .map(|volume| {
             let path = volume.source.display();
-            let tree = open_tree(volume)
+            let tree = open_tree(&volume.source)
                 .with_context(|| format!("open_tree({path})"))?;
             set_attributes(&tree, volume.read_only)
                 .with_context(|| format!("mount_setattr({path})"))?;
@@ -41,10 +44,10 @@ pub fn open_sources(volumes: &[Volume]) -> Result<Vec<OwnedFd>> {
         .collect()
 }
 
-/// A copy of the mount tree at `volume.source`, attached nowhere yet:
-/// what `mount --rbind` makes, before it is put in place.
-fn open_tree(volume: &Volume) -> Result<OwnedFd, Errno> {
-    let path = CString::new(volume.source.as_os_str().as_bytes())
+/// A copy of the mount tree at `source`, attached nowhere yet: what
+/// `mount --rbind` makes, before it is put in place.
+fn open_tree(source: &Path) -> Result<OwnedFd, Errno> {
+    let path = CString::new(source.as_os_str().as_bytes())
         .map_err(|_| Errno::EINVAL)?;
     let flags = libc::OPEN_TREE_CLONE
         | libc::OPEN_TREE_CLOEXEC
@@ -65,7 +68,9 @@ fn open_tree(volume: &Volume) -> Result<OwnedFd, Errno> {
 /// only; mount_setattr(2) with AT_RECURSIVE changes the whole tree, here
 /// while nobody can see it yet. MS_PRIVATE: mounts made later below the
 /// source, on the host, stay out of the container, and the other way
-/// round (`rprivate`, Docker's default for volumes).
+/// round (`rprivate`, Docker's default for volumes). init made every mount
+/// of its namespace private already (chapter 1), so the copies are; saying
+/// it here keeps that true whatever comes before.
 fn set_attributes(tree: &OwnedFd, read_only: bool) -> Result<(), Errno> {
     let rdonly = if read_only {
         libc::MOUNT_ATTR_RDONLY
@@ -107,12 +112,20 @@ pub fn attach(volumes: &[Volume], trees: Vec<OwnedFd>) -> Result<()> {
         let found =
             Kind::of(&place).with_context(|| format!("fstat({target})"))?;
         if found != kind {
-            anyhow::bail!(
+            bail!(
                 "volume {}: cannot mount {} on {target}, {}",
                 volume.source.display(),
                 kind.name(),
                 found.name()
             );
+        }
+        // /proc's own symlinks are plain ones (`/proc/self`, and /dev/fd
+        // -> /proc/self/fd): a volume could land in the kernel's files,
+        // and cover what init and programs rely on there.
+        let fs =
+            fstatfs(&place).with_context(|| format!("fstatfs({target})"))?;
+        if fs.filesystem_type() == PROC_SUPER_MAGIC {
+            bail!("volume on {target}: it leads into /proc, the kernel's");
         }
         move_mount(&tree, &place)
             .with_context(|| format!("move_mount(to {target})"))?;

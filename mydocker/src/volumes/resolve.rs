@@ -112,7 +112,7 @@ fn walk_in_root(
         let here = parent.join(name);
         let last = i + 1 == names.len();
         match open_in_root(root, &here) {
-            Ok(fd) if last => return Ok(Some(fd)),
+            Ok(fd) if last => return not_the_root(root, fd, path).map(Some),
             Ok(_) => {}
             Err(Errno::ENOENT) => {
                 let dir = open_in_root(root, &parent)
@@ -127,8 +127,13 @@ fn walk_in_root(
                     return Ok(None);
                 };
                 let kind = if last { kind } else { Kind::Directory };
-                make_one(&dir, name, kind)
-                    .map_err(|errno| refused(&here, errno))?;
+                make_one(&dir, name, kind).map_err(|errno| {
+                    let call = match kind {
+                        Kind::Directory => "mkdirat",
+                        Kind::File => "openat(O_CREAT)",
+                    };
+                    anyhow::anyhow!("{call}({here:?}): {errno}")
+                })?;
                 if last {
                     return open_in_root(root, &here)
                         .map(Some)
@@ -140,6 +145,16 @@ fn walk_in_root(
         parent = here;
     }
     bail!("{} names no file", path.display())
+}
+
+/// A symlink can lead a mount point back to `/` (`/dot -> .`): a volume
+/// there would cover the whole container, which `-v X:/` may not either.
+fn not_the_root(root: &File, fd: OwnedFd, path: &Path) -> Result<OwnedFd> {
+    let (found, top) = (fstat(fd.as_raw_fd())?, fstat(root.as_raw_fd())?);
+    if (found.st_dev, found.st_ino) == (top.st_dev, top.st_ino) {
+        bail!("{path:?} leads to the container's /, where no volume may go");
+    }
+    Ok(fd)
 }
 
 /// Make `name` in the directory `dir`: neither call follows a symlink
@@ -169,8 +184,12 @@ fn refused(path: &Path, errno: Errno) -> anyhow::Error {
         Errno::ENOTDIR => "a part of it is not a directory",
         Errno::ELOOP => "a symbolic link loops, or leads through /proc",
         Errno::ENOENT => "a symbolic link on the way leads nowhere",
-        _ => errno.desc(),
+        _ => {
+            return anyhow::anyhow!(
+                "openat2({path:?}, RESOLVE_IN_ROOT): {errno}"
+            )
+        }
     };
-    anyhow::anyhow!("openat2({}, RESOLVE_IN_ROOT): {why}", path.display())
+    anyhow::anyhow!("openat2({path:?}, RESOLVE_IN_ROOT): {errno:?}: {why}")
 }
 // @end

@@ -17,10 +17,11 @@ mod spec;
 
 use std::fs::{self, DirBuilder, File};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::libc;
 use serde::{Deserialize, Serialize};
 
 use crate::paths::Paths;
@@ -124,10 +125,24 @@ fn make_host_dir(path: &Path) -> Result<()> {
             Err(err) if err.kind() == ErrorKind::AlreadyExists => continue,
             made => made.with_context(|| format!("mkdir {}", dir.display()))?,
         }
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("chmod {}", dir.display()))?;
+        chmod_made_dir(dir)?;
     }
     Ok(())
+}
+
+/// chmod 0755 the directory we just made, through a handle: a path could
+/// have been swapped for a symlink meanwhile by whoever may write to its
+/// parent, and chmod(2) would follow it to any file of the host.
+pub fn chmod_made_dir(dir: &Path) -> Result<()> {
+    let flags = libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    File::options()
+        .read(true)
+        .custom_flags(flags)
+        .open(dir)
+        .and_then(|made| {
+            made.set_permissions(fs::Permissions::from_mode(0o755))
+        })
+        .with_context(|| format!("chmod {}", dir.display()))
 }
 
 /// The named volumes among `specs`.

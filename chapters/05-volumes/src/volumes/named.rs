@@ -8,7 +8,7 @@
 
 use std::fs::{self, DirBuilder};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 
 use anyhow::{bail, Context, Result};
 use nix::unistd::Uid;
@@ -42,8 +42,8 @@ pub fn command(command: VolumeCommand, paths: &Paths) -> Result<i32> {
 fn check_name(name: &str) -> Result<()> {
     if !is_volume_name(name) {
         bail!(
-            "invalid volume name {name:?}: a letter or digit, then letters, \
-             digits, '_', '.' or '-'"
+            "invalid volume name {name:?}: 2 to 255 characters, a letter or \
+             digit, then letters, digits, '_', '.' or '-'"
         );
     }
     Ok(())
@@ -66,9 +66,8 @@ pub fn create(paths: &Paths, name: &str) -> Result<()> {
         }
         made => {
             made.with_context(|| format!("mkdir {}", dir.display()))?;
-            // 0755 whatever the umask, like a host directory (mod.rs).
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("chmod {}", dir.display()))
+            // 0755 whatever the umask, like a host directory.
+            super::chmod_made_dir(&dir)
         }
     }
 }
@@ -140,7 +139,10 @@ fn remove(paths: &Paths, names: &[String]) -> Result<i32> {
             }
             // Renamed first: killed half-way, `rm` leaves a dot-entry that
             // no container can use, and the next `volume rm` sweeps it.
-            let going = volumes.join(format!(".{name}.removing"));
+            // (Named by the process, not by the volume: a leftover that
+            // cannot be removed never stands in the way of the name.)
+            let going = volumes
+                .join(format!(".{name}.{}.removing", std::process::id()));
             fs::rename(&dir, &going)
                 .with_context(|| format!("rename {}", dir.display()))?;
             fs::remove_dir_all(&going)
@@ -165,7 +167,13 @@ fn sweep(paths: &Paths) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && name.ends_with(".removing") {
-            let _ = fs::remove_dir_all(entry.path());
+            if let Err(err) = fs::remove_dir_all(entry.path()) {
+                let path = entry.path();
+                eprintln!(
+                    "mydocker: warning: remove {}: {err}",
+                    path.display()
+                );
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ impl std::fmt::Display for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             Host::Path(path) => write!(f, "{}", path.display()),
-            Host::Named(name) => write!(f, "volume {name}"),
+            Host::Named(name) => write!(f, "{name}"),
         }
     }
 }
@@ -86,23 +86,41 @@ pub fn parse(spec: &str) -> Result<Spec> {
 /// An absolute path is the host's; anything else must be a volume name.
 fn host_side(host: &str) -> Result<Host, String> {
     if host.starts_with('/') {
-        return Ok(Host::Path(PathBuf::from(host)));
+        return Ok(Host::Path(clean(Path::new(host))));
     }
     if is_volume_name(host) {
         return Ok(Host::Named(host.to_string()));
     }
     Err(format!(
         "{host} is neither an absolute host path nor a volume name \
-         ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
+         ([a-zA-Z0-9][a-zA-Z0-9_.-]+, 2 to 255 characters)"
     ))
 }
 
+/// The host's path as Docker reads it: `.` and `..` are taken away by
+/// their text (`/srv/a/../b` is `/srv/b`), so nothing is made for them.
+/// On the host's side, the user's own path: its symlinks are followed.
+fn clean(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => clean.push(name),
+            Component::ParentDir => {
+                clean.pop();
+            }
+            _ => {}
+        }
+    }
+    clean
+}
+
 /// Docker's rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]+`: a name is one plain path
-/// component, never `.`, `..` or anything with a `/`.
+/// component, never `.`, `..` or anything with a `/`; and one that a
+/// file name can hold (255 bytes).
 pub fn is_volume_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.len() >= 2
+        && (2..=255).contains(&name.len())
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 // ANCHOR_END: host_side
@@ -116,6 +134,10 @@ fn container_side(target: &str) -> Result<PathBuf, String> {
     if !path.is_absolute() {
         return Err(format!("{target} is not an absolute path"));
     }
+    // PATH_MAX: a longer path could be checked, never opened.
+    if target.len() >= 4096 {
+        return Err("the container path is longer than 4095 bytes".into());
+    }
     let mut plain = PathBuf::from("/");
     for component in path.components() {
         match component {
@@ -127,8 +149,8 @@ fn container_side(target: &str) -> Result<PathBuf, String> {
     if plain == Path::new("/") {
         return Err("a volume cannot cover the container's /".to_string());
     }
-    // The kernel's files: a volume there could hide /proc/sys's
-    // read-only files, or /proc/self/attr (runc's CVE-2019-16884).
+    // The kernel's files: a volume there could cover what programs trust
+    // /proc to tell them (runc's CVE-2019-16884 covered /proc/self/attr).
     if plain.starts_with("/proc") {
         return Err(format!("{target} is in /proc, the kernel's"));
     }
@@ -153,6 +175,7 @@ mod tests {
         assert_eq!(parse("/a:/b").unwrap(), path("/a", "/b", false));
         assert_eq!(parse("/a:/b:ro").unwrap(), path("/a", "/b", true));
         assert_eq!(parse("/a:/b/./c//:rw").unwrap(), path("/a", "/b/c", false));
+        assert_eq!(parse("/a/./b/../c:/d").unwrap(), path("/a/c", "/d", false));
         let named = parse("db.1:/var/lib/db").unwrap();
         assert_eq!(named.host, Host::Named("db.1".into()));
     }
