@@ -55,18 +55,23 @@ impl Paths {
             only_root_can_change(&dir, fs::symlink_metadata(&dir), false)?;
         }
         // The copies in layers/ hold every image's setuid programs, shared
-        // by all its containers: no other user may even look in.
-        let layers = self.layers();
-        let mode = fs::metadata(&layers)
-            .with_context(|| format!("stat {}", layers.display()))?
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "{} is open to other users (mode {:o}): they could run the \
-                 images' setuid programs; `chmod 700` it",
-                layers.display(),
-                mode & 0o7777
-            );
+        // by all its containers, and a container's root can write one in a
+        // named volume: no other user may even look in.
+        for (dir, whose) in [
+            (self.layers(), "the images'"),
+            (self.volumes(), "containers'"),
+        ] {
+            let mode = fs::metadata(&dir)
+                .with_context(|| format!("stat {}", dir.display()))?
+                .mode();
+            if mode & 0o077 != 0 {
+                bail!(
+                    "{} is open to other users (mode {:o}): they could run \
+                     {whose} setuid programs; `chmod 700` it",
+                    dir.display(),
+                    mode & 0o7777
+                );
+            }
         }
         Ok(())
     }

@@ -88,7 +88,7 @@ pub fn make_in_root(root: &File, path: &Path, kind: Kind) -> Result<OwnedFd> {
 }
 // ANCHOR_END: kind_in_root
 
-// ANCHOR: make_in_root
+// ANCHOR: walk_in_root
 /// Open `path` below `root` one component at a time. A missing component
 /// is made when `make` says of which kind the last one is, each with
 /// mkdirat(2) or openat(2) in the handle of its parent, itself found in
@@ -175,7 +175,7 @@ fn make_one(dir: &OwnedFd, name: &OsStr, kind: Kind) -> Result<(), Errno> {
         }
     }
 }
-// ANCHOR_END: make_in_root
+// ANCHOR_END: walk_in_root
 
 /// The error for a path that cannot be used as a mount point.
 fn refused(path: &Path, errno: Errno) -> anyhow::Error {
