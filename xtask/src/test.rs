@@ -152,6 +152,17 @@ pub fn build_chapter(root: &Path, number: u32) -> Result<PathBuf> {
     let lock = root.join("chapters").join(stage.slug).join("Cargo.lock");
     fs::copy(root.join("Cargo.lock"), &lock)
         .with_context(|| format!("copy Cargo.lock to {}", lock.display()))?;
+    // Two chapters with the same dependencies are the same package to
+    // cargo's fingerprint (name, version, path from its own workspace), so
+    // it rebuilds only if a source file is newer than the last binary: in a
+    // fresh clone none is, and chapter 5 would get chapter 4's program.
+    // A fresh mtime on main.rs makes cargo build this chapter's sources.
+    let main = root.join("chapters").join(stage.slug).join("src/main.rs");
+    fs::File::options()
+        .write(true)
+        .open(&main)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+        .with_context(|| format!("touch {}", main.display()))?;
     let status = Command::new(env!("CARGO"))
         .arg("build")
         .arg("--manifest-path")
