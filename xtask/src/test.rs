@@ -140,29 +140,21 @@ fn bench_smoke(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Build chapters/NN-slug and return its binary. All chapters share one
-/// target directory, so their dependencies are compiled once; each binary is
-/// then copied out of the way of the next chapter's.
+/// Build chapters/NN-slug and return its binary, copied to target/stages.
+/// Each chapter has a target directory of its own: two chapters with the
+/// same dependencies are the same package to cargo's fingerprint (name,
+/// version, path in its own workspace), and in a shared directory cargo
+/// would hand chapter 5 the binary it built for chapter 4 whenever no
+/// source file is newer than that binary (as in a fresh clone).
 pub fn build_chapter(root: &Path, number: u32) -> Result<PathBuf> {
     let stage = stages::find(number).context("no such stage")?;
     let manifest = root.join("chapters").join(stage.slug).join("Cargo.toml");
-    let target = root.join("target/chapters");
+    let target = root.join("target/chapters").join(stage.slug);
     // Build with the workspace's dependency versions: cargo keeps the
     // versions of a copied lock file and drops what the chapter does not use.
     let lock = root.join("chapters").join(stage.slug).join("Cargo.lock");
     fs::copy(root.join("Cargo.lock"), &lock)
         .with_context(|| format!("copy Cargo.lock to {}", lock.display()))?;
-    // Two chapters with the same dependencies are the same package to
-    // cargo's fingerprint (name, version, path from its own workspace), so
-    // it rebuilds only if a source file is newer than the last binary: in a
-    // fresh clone none is, and chapter 5 would get chapter 4's program.
-    // A fresh mtime on main.rs makes cargo build this chapter's sources.
-    let main = root.join("chapters").join(stage.slug).join("src/main.rs");
-    fs::File::options()
-        .write(true)
-        .open(&main)
-        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
-        .with_context(|| format!("touch {}", main.display()))?;
     let status = Command::new(env!("CARGO"))
         .arg("build")
         .arg("--manifest-path")
