@@ -14,7 +14,7 @@
 
 pub mod catalog;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -1229,4 +1229,82 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, data).expect("gzip in memory");
     gz.finish().expect("gzip in memory")
+}
+
+/// What a directory tree on the host holds, path by path (relative to its
+/// root): type and mode, owner, size, modification time, inode, and the
+/// content of files and links. Compare two with [`differences`].
+pub type Snapshot = BTreeMap<PathBuf, (u32, u32, u32, u64, i64, u64, Vec<u8>)>;
+
+pub fn snapshot(root: &Path) -> Snapshot {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Snapshot::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_file() {
+                std::fs::read(&path).unwrap()
+            } else if meta.file_type().is_symlink() {
+                std::fs::read_link(&path)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                Vec::new()
+            };
+            if meta.is_dir() {
+                dirs.push(path.clone());
+            }
+            let size = if meta.is_dir() { 0 } else { meta.len() };
+            found.insert(
+                path.strip_prefix(root).unwrap().to_path_buf(),
+                (
+                    meta.mode(),
+                    meta.uid(),
+                    meta.gid(),
+                    size,
+                    meta.mtime(),
+                    meta.ino(),
+                    content,
+                ),
+            );
+        }
+    }
+    found
+}
+
+/// The differences between two snapshots, for a message.
+pub fn differences(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (path, old) in before {
+        match after.get(path) {
+            None => lines.push(format!("removed: {}", path.display())),
+            Some(new) if new != old => lines.push(format!(
+                "changed: {} (mode, uid, gid, size, mtime, inode) {:o} {} {} {} {} {} -> {:o} {} {} {} {} {}",
+                path.display(),
+                old.0, old.1, old.2, old.3, old.4, old.5,
+                new.0, new.1, new.2, new.3, new.4, new.5
+            )),
+            Some(_) => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        lines.push(format!("added: {}", path.display()));
+    }
+    lines
+}
+
+/// SIGKILL each of `processes` (PID and start time) that still lives, and
+/// wait up to 5 s until none does: false if one outlived that.
+pub fn kill_survivors(processes: &[(u32, Option<u64>)]) -> bool {
+    for (p, t) in processes {
+        if alive(*p, *t) {
+            signal(*p, libc::SIGKILL);
+        }
+    }
+    eventually(Duration::from_secs(5), || {
+        processes.iter().all(|(p, t)| !alive(*p, *t))
+    })
 }

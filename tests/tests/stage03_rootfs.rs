@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mydocker_stage_tests::{
-    alive, cgroup_roots, children_of, descendants, eventually, signal, start_time, Mydocker,
-    Outcome,
+    cgroup_roots, children_of, descendants, eventually, kill_survivors, signal, start_time,
+    Mydocker, Outcome,
 };
 
 #[test]
@@ -1245,14 +1245,7 @@ fn a_run_killed_while_its_container_runs_is_cleaned_up_by_the_next_run() {
     );
     // Whether the container died with mydocker is another test's business:
     // make sure it did, so that this test looks at the clean-up only.
-    for (p, t) in &processes {
-        if alive(*p, *t) {
-            signal(*p, libc::SIGKILL);
-        }
-    }
-    assert!(eventually(Duration::from_secs(5), || processes
-        .iter()
-        .all(|(p, t)| !alive(*p, *t))));
+    assert!(kill_survivors(&processes));
     md.run(&[], &["true"]).success();
     let left = md.containers_left();
     let cgroups_left: Vec<&PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();

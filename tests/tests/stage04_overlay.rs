@@ -7,15 +7,14 @@
 //! wherever a regular file with that content lies under the state root,
 //! outside `images/`.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use mydocker_stage_tests::{
-    alive, children_of, descendants, eventually, gzip, raw_entry, signal, start_time, unique_token,
-    ImageTar, Mydocker, Outcome, TAR_END,
+    children_of, descendants, differences, gzip, kill_survivors, raw_entry, signal, snapshot,
+    start_time, unique_token, ImageTar, Mydocker, Outcome, TAR_END,
 };
 
 /// The content of an image's `/marker`: its token and a newline.
@@ -209,70 +208,6 @@ fn writes_and_deletes_stay_in_the_containers_own_layer() {
         "a container should not see the changes of another one that runs at the same time"
     );
     changer.finish().success();
-}
-
-/// What the image's copy on the host holds, path by path (relative to the
-/// copy's root): type and mode, owner, size, modification time, inode, and
-/// the content of files and links.
-type Snapshot = BTreeMap<PathBuf, (u32, u32, u32, u64, i64, u64, Vec<u8>)>;
-
-fn snapshot(root: &Path) -> Snapshot {
-    let mut found = Snapshot::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let content = if meta.is_file() {
-                std::fs::read(&path).unwrap()
-            } else if meta.file_type().is_symlink() {
-                std::fs::read_link(&path)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else {
-                Vec::new()
-            };
-            if meta.is_dir() {
-                dirs.push(path.clone());
-            }
-            let size = if meta.is_dir() { 0 } else { meta.len() };
-            found.insert(
-                path.strip_prefix(root).unwrap().to_path_buf(),
-                (
-                    meta.mode(),
-                    meta.uid(),
-                    meta.gid(),
-                    size,
-                    meta.mtime(),
-                    meta.ino(),
-                    content,
-                ),
-            );
-        }
-    }
-    found
-}
-
-/// The differences between two snapshots, for a message.
-fn differences(before: &Snapshot, after: &Snapshot) -> Vec<String> {
-    let mut lines = Vec::new();
-    for (path, old) in before {
-        match after.get(path) {
-            None => lines.push(format!("removed: {}", path.display())),
-            Some(new) if new != old => lines.push(format!(
-                "changed: {} (mode, uid, gid, size, mtime, inode) {:o} {} {} {} {} {} -> {:o} {} {} {} {} {}",
-                path.display(),
-                old.0, old.1, old.2, old.3, old.4, old.5,
-                new.0, new.1, new.2, new.3, new.4, new.5
-            )),
-            Some(_) => {}
-        }
-    }
-    for path in after.keys().filter(|p| !before.contains_key(*p)) {
-        lines.push(format!("added: {}", path.display()));
-    }
-    lines
 }
 
 /// Containers never change the image: not the tarball in the store, not a
@@ -804,14 +739,7 @@ fn nothing_stays_mounted_on_the_host_after_any_run() {
         .collect();
     signal(running.id(), libc::SIGKILL);
     assert_eq!(running.finish().code, None);
-    for (p, t) in &processes {
-        if alive(*p, *t) {
-            signal(*p, libc::SIGKILL);
-        }
-    }
-    assert!(eventually(Duration::from_secs(5), || processes
-        .iter()
-        .all(|(p, t)| !alive(*p, *t))));
+    assert!(kill_survivors(&processes));
     md.exec(&["run", "img", "true"]).success();
     let left = md.mounts_left();
     md.forget_killed_run(&cgroups);

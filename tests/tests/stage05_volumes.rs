@@ -9,14 +9,13 @@
 //! where the test sees it. `:ro` is tried only on a tmpfs of the test's own
 //! (see [`read_only`]).
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use mydocker_stage_tests::{
-    alive, descendants, eventually, host_mounts, signal, start_time, ImageTar, Mydocker, Outcome,
+    descendants, differences, host_mounts, kill_survivors, signal, snapshot, start_time, ImageTar,
+    Mydocker, Outcome, Snapshot,
 };
 
 /// A directory of the test's own on the host, removed when the test ends.
@@ -789,14 +788,7 @@ fn volume_rm_is_refused_while_a_running_container_uses_it() {
         .collect();
     signal(running.id(), libc::SIGKILL);
     assert_eq!(running.finish().code, None);
-    for (p, t) in &processes {
-        if alive(*p, *t) {
-            signal(*p, libc::SIGKILL);
-        }
-    }
-    assert!(eventually(Duration::from_secs(5), || processes
-        .iter()
-        .all(|(p, t)| !alive(*p, *t))));
+    assert!(kill_survivors(&processes));
     let out = md.exec(&["volume", "rm", "held"]);
     md.forget_killed_run(&cgroups);
     assert_eq!(
@@ -968,46 +960,15 @@ fn symlinks_never_lead_a_volume_out_of_the_container() {
     }
 }
 
-/// What the directories in `root` hold, path by path: type and mode,
-/// owner, size, modification time, inode, and a symlink's target. Files
-/// directly in `root` are left out: they are the runtime's notes about
+/// What the image copies under `layers` hold (see [`snapshot`]). Files
+/// directly in `layers` are left out: they are the runtime's notes about
 /// its copies (mydocker's digest cache, rewritten when a tarball's digest
 /// could not be trusted yet), not the copies.
-type Snapshot = BTreeMap<PathBuf, (u32, u32, u32, u64, i64, u64, String)>;
-
-fn snapshot(root: &Path) -> Snapshot {
-    let mut found = Snapshot::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if dir == root && !meta.is_dir() {
-                continue;
-            }
-            let link = if meta.file_type().is_symlink() {
-                std::fs::read_link(&path).unwrap().display().to_string()
-            } else {
-                String::new()
-            };
-            if meta.is_dir() {
-                dirs.push(path.clone());
-            }
-            let size = if meta.is_dir() { 0 } else { meta.len() };
-            found.insert(
-                path.strip_prefix(root).unwrap().to_path_buf(),
-                (
-                    meta.mode(),
-                    meta.uid(),
-                    meta.gid(),
-                    size,
-                    meta.mtime(),
-                    meta.ino(),
-                    link,
-                ),
-            );
-        }
-    }
+fn copies(layers: &Path) -> Snapshot {
+    let mut found = snapshot(layers);
+    found.retain(|path, (mode, ..)| {
+        path.components().count() > 1 || *mode & libc::S_IFMT == libc::S_IFDIR
+    });
     found
 }
 
@@ -1024,7 +985,7 @@ fn mount_points_are_made_in_the_containers_layer_not_in_the_image() {
     md.add_image("hostile", &hostile_image(&target, &elsewhere).into_bytes());
     md.exec(&["run", "hostile", "true"]).success();
     let layers = md.root().join("layers");
-    let before = snapshot(&layers);
+    let before = copies(&layers);
     assert!(
         !before.is_empty(),
         "the image's copy should be under {}",
@@ -1054,18 +1015,7 @@ fn mount_points_are_made_in_the_containers_layer_not_in_the_image() {
         "made\n",
         "the mount points, in the container"
     );
-    let after = snapshot(&layers);
-    let mut changes: Vec<String> = Vec::new();
-    for (path, old) in &before {
-        match after.get(path) {
-            None => changes.push(format!("removed: {}", path.display())),
-            Some(new) if new != old => changes.push(format!("changed: {}", path.display())),
-            Some(_) => {}
-        }
-    }
-    for path in after.keys().filter(|p| !before.contains_key(*p)) {
-        changes.push(format!("added: {}", path.display()));
-    }
+    let changes = differences(&before, &copies(&layers));
     assert!(
         changes.is_empty(),
         "the image's shared copy under {} changed: mount points must be made in the container's own layer:\n{}",
