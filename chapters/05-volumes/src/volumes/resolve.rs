@@ -17,8 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Result};
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
-use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
 
 // ANCHOR: open_in_root
