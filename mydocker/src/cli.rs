@@ -41,6 +41,43 @@ pub enum Command {
     Volume(VolumeCommand),
     // ANCHOR_END: volume_commands
     // @end
+    // @stage 6
+    // ANCHOR: image_commands
+    /// Make an image of a running container's files
+    Commit {
+        /// The container: its ID, or the start of it (its hostname)
+        container: String,
+        /// The new image: NAME[:TAG]
+        image: String,
+    },
+    /// List the images
+    Images {
+        /// Only the image IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove images that no running container uses
+    Rmi {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Make an image of a tarball (`-` reads standard input)
+    Import {
+        #[arg(value_name = "FILE|-", allow_hyphen_values = true)]
+        file: PathBuf,
+        /// The new image: NAME[:TAG]
+        image: String,
+    },
+    /// Write a running container's files as a tarball
+    Export {
+        /// The container: its ID, or the start of it (its hostname)
+        container: String,
+        /// Write to FILE instead of standard output
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    // ANCHOR_END: image_commands
+    // @end
     /// The container's first process (started by `run`, not by you)
     #[command(hide = true)]
     Init,

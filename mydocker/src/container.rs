@@ -31,7 +31,12 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 // @end
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+// @before 6
+// use anyhow::{Context, Result};
+// @end
+// @stage 6
+use anyhow::{bail, Context, Result};
+// @end
 use nix::errno::Errno;
 use nix::libc;
 // @stage 4
@@ -286,6 +291,84 @@ pub fn layers_in_use(paths: &Paths) -> Result<HashSet<String>> {
     Ok(used)
 }
 // ANCHOR_END: in_use
+
+// @end
+// @stage 6
+// ANCHOR: find_running
+/// The full ID of the running container `prefix` names: its ID, or the
+/// start of it, such as the short ID that is its hostname.
+pub fn find_running(paths: &Paths, prefix: &str) -> Result<String> {
+    let hex = prefix.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    if prefix.is_empty() || prefix.len() > 64 || !hex {
+        bail!(
+            "no such container: {prefix:?} (give its ID, or the start of it)"
+        );
+    }
+    let found: Vec<String> = running(paths)?
+        .into_iter()
+        .filter(|id| id.starts_with(prefix))
+        .collect();
+    match found.as_slice() {
+        [] => bail!("no such container: {prefix}"),
+        [id] => Ok(id.clone()),
+        several => bail!(
+            "{prefix} starts the IDs of {} containers ({}): give more digits",
+            several.len(),
+            several
+                .iter()
+                .map(|id| id::short(id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The IDs of the running containers: those whose `run` holds its lock.
+pub fn running(paths: &Paths) -> Result<Vec<String>> {
+    let containers = paths.containers();
+    let entries = match fs::read_dir(&containers) {
+        Ok(entries) => entries,
+        // No container ever ran under this state root.
+        Err(err) if err.kind() == NotFound => return Ok(Vec::new()),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("read {}", containers.display()))
+        }
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.with_context(|| format!("read {}", containers.display()))?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !id::is_id(&id) {
+            continue;
+        }
+        // A lock we could take was a dead `run`'s (dropping it frees it).
+        let held = lock(&entry.path().join(LOCK), false, LOCK_NOW)
+            .is_err_and(|err| err.downcast_ref() == Some(&Errno::EWOULDBLOCK));
+        if held {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+// ANCHOR_END: find_running
+
+// ANCHOR: layers_of_running
+/// The image copies that running containers stand on, with the
+/// containers' short IDs.
+pub fn layers_of_running(paths: &Paths) -> Result<Vec<(String, String)>> {
+    let mut layers = Vec::new();
+    for id in running(paths)? {
+        let file = paths.container(&id).join(LAYER);
+        let digest = fs::read_to_string(&file)
+            .with_context(|| format!("read {}", file.display()))?;
+        layers.push((digest, id::short(&id).to_string()));
+    }
+    Ok(layers)
+}
+// ANCHOR_END: layers_of_running
 
 // @end
 // ANCHOR: drop

@@ -17,10 +17,18 @@
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 // @end
+// @stage 6
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+// @end
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+// @stage 6
+use nix::errno::Errno;
+use nix::libc;
+// @end
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chown, Gid, Uid};
 use tar::EntryType;
@@ -35,7 +43,13 @@ use crate::signals;
 /// static busybox the first time it is asked for.
 pub fn find(paths: &Paths, name: &str) -> Result<PathBuf> {
     check_name(name)?;
-    let tarball = paths.images().join(format!("{name}.tar"));
+    // @before 6
+    // let tarball = paths.images().join(format!("{name}.tar"));
+    // @end
+    // @stage 6
+    let name = &canonical(name);
+    let tarball = tarball(paths, name);
+    // @end
     if tarball.is_file() {
         return Ok(tarball);
     }
@@ -76,22 +90,80 @@ pub fn list(paths: &Paths) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// An image name becomes a file name: allow no path tricks in it.
+// @before 6
+// /// An image name becomes a file name: allow no path tricks in it.
+// pub fn check_name(name: &str) -> Result<()> {
+//     let valid = !name.is_empty()
+//         && name.len() <= 128
+//         && !name.starts_with(['.', '-'])
+//         && name.chars().all(|c| {
+//             c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
+//         });
+//     if !valid {
+//         bail!(
+//             "invalid image name {name:?}: \
+//              use lowercase letters, digits, '.', '_' and '-'"
+//         );
+//     }
+//     Ok(())
+// }
+// @end
+// @stage 6
+/// Docker's rules for `NAME[:TAG]`, without its `/` (a local store has no
+/// registries or repositories of users). An image name becomes a file
+/// name: the rules leave no room for path tricks.
 pub fn check_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
-        });
-    if !valid {
+    let (repository, tag) = match name.split_once(':') {
+        Some((repository, tag)) => (repository, Some(tag)),
+        None => (name, None),
+    };
+    if !is_repository(repository) {
         bail!(
-            "invalid image name {name:?}: \
-             use lowercase letters, digits, '.', '_' and '-'"
+            "invalid image name {name:?}: lowercase letters and digits, \
+             joined by '.', '_', '__' or dashes (my-app_2.0), at most 128"
+        );
+    }
+    if tag.is_some_and(|tag| !is_tag(tag)) {
+        bail!(
+            "invalid tag in {name:?}: letters, digits, '_', '.' and '-', \
+             not first '.' or '-', at most 120"
         );
     }
     Ok(())
 }
+
+/// Groups of lowercase letters and digits joined by one `.`, one or two
+/// `_`, or dashes: never empty, `..`, hidden, or starting with a dash.
+fn is_repository(name: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    name.len() <= 128
+        && name.starts_with(alphanumeric)
+        && name.ends_with(alphanumeric)
+        && name.split(alphanumeric).all(|joint| {
+            matches!(joint, "" | "." | "_" | "__")
+                || joint.chars().all(|c| c == '-')
+        })
+}
+
+/// Letters, digits, `_`, `.` and `-`, not starting with `.` or `-`.
+fn is_tag(tag: &str) -> bool {
+    tag.len() <= 120
+        && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// One spelling per image: `x:latest` is `x`, as in Docker.
+pub fn canonical(name: &str) -> String {
+    name.strip_suffix(":latest").unwrap_or(name).to_string()
+}
+
+/// `images/NAME.tar`: the tarball of the image `name` (canonical).
+pub fn tarball(paths: &Paths, name: &str) -> PathBuf {
+    paths.images().join(format!("{name}.tar"))
+}
+// @end
 // ANCHOR_END: names
 
 // ANCHOR: unpack
@@ -222,6 +294,10 @@ fn unpack_entries(tarball: impl Read, root: &Path) -> Result<()> {
         }
         // ANCHOR_END: entry_link
         // ANCHOR: entry_kind
+        // @stage 6
+        let xattrs = allowed_xattrs(&mut entry)
+            .with_context(|| format!("entry {}", path.display()))?;
+        // @end
         match kind {
             // The tar crate writes these as plain files: make the real node.
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -237,6 +313,13 @@ fn unpack_entries(tarball: impl Read, root: &Path) -> Result<()> {
                 }
             }
         }
+        // @stage 6
+        // Last: chown (done by the unpacker) clears security.capability.
+        if kind != EntryType::Symlink {
+            set_xattrs(&root.join(&relative), &xattrs)
+                .with_context(|| format!("entry {}", path.display()))?;
+        }
+        // @end
     }
     // ANCHOR_END: entry_kind
     // ANCHOR: trailer
@@ -295,7 +378,12 @@ fn inside(path: &Path) -> Result<PathBuf> {
 // ANCHOR: stays_inside
 /// Whether a relative symlink at `entry` pointing to `target` stays within
 /// the image root.
-fn stays_inside(entry: &Path, target: &Path) -> bool {
+// @before 6
+// fn stays_inside(entry: &Path, target: &Path) -> bool {
+// @end
+// @stage 6
+pub fn stays_inside(entry: &Path, target: &Path) -> bool {
+    // @end
     // The link is resolved from the directory that contains it.
     let mut depth = entry.components().count() as isize - 1;
     for part in target.components() {
@@ -334,6 +422,74 @@ fn no_symlink_on_the_way(root: &Path, relative: &Path) -> Result<()> {
 // ANCHOR_END: no_symlink
 // ANCHOR_END: checks
 
+// @stage 6
+// ANCHOR: xattrs
+/// The extended attributes of an entry that an image may set: `user.*`,
+/// and `security.capability` (the capabilities of a program such as
+/// `ping`). `trusted.*` attributes are overlay's own notes (whiteouts,
+/// opaque directories, redirects): an image that carries them is
+/// refused. Others, such as the SELinux label of the machine that made
+/// the tarball, are left out.
+fn allowed_xattrs<R: Read>(
+    entry: &mut tar::Entry<R>,
+) -> Result<Vec<(CString, Vec<u8>)>> {
+    let mut xattrs = Vec::new();
+    let Some(records) = entry.pax_extensions()? else {
+        return Ok(xattrs); // no PAX records
+    };
+    for record in records {
+        let record = record.context("a malformed PAX record")?;
+        let Some(name) = record.key().ok().and_then(|key| {
+            key.strip_prefix(XATTR) // "SCHILY.xattr.user.note"
+        }) else {
+            continue;
+        };
+        if name.starts_with("trusted.") {
+            bail!("extended attribute {name} refused: overlay reads these");
+        }
+        if xattr_allowed(name) {
+            let name = CString::new(name).context("a NUL in a name")?;
+            xattrs.push((name, record.value_bytes().to_vec()));
+        }
+    }
+    Ok(xattrs)
+}
+
+/// How tar (GNU, libarchive, Python, Docker) records an extended attribute.
+pub const XATTR: &str = "SCHILY.xattr.";
+
+/// Whether an image may carry the extended attribute `name`.
+pub fn xattr_allowed(name: &str) -> bool {
+    name.starts_with("user.") || name == "security.capability"
+}
+
+/// lsetxattr(2) each attribute on `path`.
+fn set_xattrs(path: &Path, xattrs: &[(CString, Vec<u8>)]) -> Result<()> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let file = CString::new(path.as_os_str().as_bytes())?;
+    for (name, value) in xattrs {
+        // SAFETY: both strings are NUL-terminated and outlive the call;
+        // `value` is valid for its length.
+        let set = unsafe {
+            libc::lsetxattr(
+                file.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        Errno::result(set).with_context(|| {
+            format!("lsetxattr({}, {})", path.display(), name.to_string_lossy())
+        })?;
+    }
+    Ok(())
+}
+// ANCHOR_END: xattrs
+
+// @end
 // ANCHOR: make_node
 // ANCHOR: device_filter
 /// mknod(2) for a device or FIFO entry, with its owner and mode.
@@ -407,6 +563,25 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad:?} should be refused");
         }
     }
+    // @stage 6
+
+    #[test]
+    fn names_follow_dockers_rules() {
+        for good in ["a", "a__b", "a---b", "x:v1", "x:V_1.0-rc", "x:_"] {
+            assert!(check_name(good).is_ok(), "{good:?} should be allowed");
+        }
+        for bad in [
+            "..", "a.", "a..b", "a___b", "a_", "x:", ":v1", "x:.v", "x:-v",
+            "x:a:b", "x:a/b", "x y:z",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(check_name(&"a".repeat(129)).is_err());
+        assert!(check_name(&format!("a:{}", "v".repeat(121))).is_err());
+        assert_eq!(canonical("x:latest"), "x");
+        assert_eq!(canonical("x:v1"), "x:v1");
+    }
+    // @end
 
     #[test]
     fn entries_stay_inside_the_root() {

@@ -15,7 +15,12 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek};
+// @before 6
+// use std::io::{self, Read, Seek};
+// @end
+// @stage 6
+use std::io::{self, Read, Seek, Write};
+// @end
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -66,50 +71,119 @@ impl Layers<'_> {
     // ANCHOR_END: layers
 
     // ANCHOR: get
+    // @before 6
+    // /// The copy of image `name`, unpacked now if it is not there yet.
+    // pub fn get(&self, name: &str) -> Result<Layer> {
+    //     let tarball = image::find(self.paths, name)?;
+    //     let mut file = File::open(&tarball)
+    //         .with_context(|| format!("open {}", tarball.display()))?;
+    //     let stat = Stat::of(&file, &tarball)?;
+    //     let remembered = self.paths.layers().join(format!("{name}.digest"));
+    //     let known = Remembered::read(&remembered).filter(|k| k.is_of(&stat));
+    //     let (digest, before) = match known {
+    //         // The tarball has not changed since we hashed it.
+    //         Some(known) => (known.digest, None),
+    //         None => {
+    //             // The clock before we read: see `is_of`.
+    //             let before = Remembered::clock()?;
+    //             let digest = sha256(&mut file)
+    //                 .with_context(|| format!("read {}", tarball.display()))?;
+    //             (digest, Some(before))
+    //         }
+    //     };
+    //     let dir = self.paths.layers().join(&digest);
+    //     if !dir.is_dir() {
+    //         file.rewind()
+    //             .with_context(|| format!("rewind {}", tarball.display()))?;
+    //         self.unpack(&mut file, &digest)
+    //             .with_context(|| format!("unpack {}", tarball.display()))?;
+    //     }
+    //     // `cp` onto a tarball rewrites it in place: had that happened while
+    //     // we read it, its stat would say so, and we would remember a
+    //     // digest that is not the tarball's.
+    //     if Stat::of(&file, &tarball)? != stat {
+    //         bail!("{} changed while it was read: try again", tarball.display());
+    //     }
+    //     if let Some(before) = before {
+    //         let digest = digest.clone();
+    //         Remembered {
+    //             stat,
+    //             digest,
+    //             before,
+    //         }
+    //         .write(&remembered)?;
+    //     }
+    //     Ok(Layer { digest, dir })
+    // }
+    // @end
+    // @stage 6
     /// The copy of image `name`, unpacked now if it is not there yet.
     pub fn get(&self, name: &str) -> Result<Layer> {
+        let digest = self.digest(name)?;
+        let dir = self.paths.layers().join(&digest);
+        if !dir.is_dir() {
+            let tarball = image::find(self.paths, name)?;
+            let mut file = File::open(&tarball)
+                .with_context(|| format!("open {}", tarball.display()))?;
+            // Hashed again as it is unpacked: the copy holds what its
+            // name says, even if the tarball was rewritten meanwhile.
+            self.unpack(&mut file, &digest)
+                .with_context(|| format!("unpack {}", tarball.display()))?;
+        }
+        Ok(Layer { digest, dir })
+    }
+    // @end
+    // ANCHOR_END: get
+    // @stage 6
+
+    // ANCHOR: digest
+    /// The digest of image `name`'s tarball: remembered, or read now and
+    /// remembered.
+    pub fn digest(&self, name: &str) -> Result<String> {
         let tarball = image::find(self.paths, name)?;
         let mut file = File::open(&tarball)
             .with_context(|| format!("open {}", tarball.display()))?;
         let stat = Stat::of(&file, &tarball)?;
+        let name = image::canonical(name);
         let remembered = self.paths.layers().join(format!("{name}.digest"));
-        let known = Remembered::read(&remembered).filter(|k| k.is_of(&stat));
-        let (digest, before) = match known {
-            // The tarball has not changed since we hashed it.
-            Some(known) => (known.digest, None),
-            None => {
-                // The clock before we read: see `is_of`.
-                let before = Remembered::clock()?;
-                let digest = sha256(&mut file)
-                    .with_context(|| format!("read {}", tarball.display()))?;
-                (digest, Some(before))
-            }
-        };
-        let dir = self.paths.layers().join(&digest);
-        if !dir.is_dir() {
-            file.rewind()
-                .with_context(|| format!("rewind {}", tarball.display()))?;
-            self.unpack(&mut file, &digest)
-                .with_context(|| format!("unpack {}", tarball.display()))?;
+        if let Some(known) =
+            Remembered::read(&remembered).filter(|k| k.is_of(&stat))
+        {
+            return Ok(known.digest);
         }
+        // The clock before we read: see `is_of`.
+        let before = Remembered::clock()?;
+        let digest = sha256(&mut file)
+            .with_context(|| format!("read {}", tarball.display()))?;
         // `cp` onto a tarball rewrites it in place: had that happened while
-        // we read it, its stat would say so, and we would remember a
-        // digest that is not the tarball's.
+        // we read it, its stat would say so.
         if Stat::of(&file, &tarball)? != stat {
             bail!("{} changed while it was read: try again", tarball.display());
         }
-        if let Some(before) = before {
-            let digest = digest.clone();
-            Remembered {
-                stat,
-                digest,
-                before,
-            }
-            .write(&remembered)?;
+        Remembered {
+            stat,
+            digest: digest.clone(),
+            before,
         }
-        Ok(Layer { digest, dir })
+        .write(&remembered)?;
+        Ok(digest)
     }
-    // ANCHOR_END: get
+    // ANCHOR_END: digest
+
+    // ANCHOR: add
+    /// Give the tarball `file` its copy, unpacked now (and so checked by
+    /// the rules every image passes) unless it is there already. Returns
+    /// its digest.
+    pub fn add(&self, file: &mut File) -> Result<String> {
+        let digest = sha256(&mut *file)?;
+        if !self.paths.layers().join(&digest).is_dir() {
+            file.rewind()?;
+            self.unpack(file, &digest)?;
+        }
+        Ok(digest)
+    }
+    // ANCHOR_END: add
+    // @end
 
     // ANCHOR: unpack
     /// Unpack `file` into `.HEX.partial`, hashing it again as it is read,
@@ -292,14 +366,26 @@ fn sha256(reader: impl Read) -> Result<String> {
     }
 }
 
-/// A reader that hashes every byte read through it.
-struct Hashing<R> {
+// @before 6
+// /// A reader that hashes every byte read through it.
+// struct Hashing<R> {
+// @end
+// @stage 6
+/// A reader, or a writer, that hashes every byte that goes through it.
+pub struct Hashing<R> {
+    // @end
     inner: R,
     hasher: Sha256,
 }
 
-impl<R: Read> Hashing<R> {
-    fn new(inner: R) -> Hashing<R> {
+// @before 6
+// impl<R: Read> Hashing<R> {
+//     fn new(inner: R) -> Hashing<R> {
+// @end
+// @stage 6
+impl<R> Hashing<R> {
+    pub fn new(inner: R) -> Hashing<R> {
+        // @end
         Hashing {
             inner,
             hasher: Sha256::new(),
@@ -307,7 +393,12 @@ impl<R: Read> Hashing<R> {
     }
 
     /// The SHA-256, in hex, of what was read so far.
-    fn digest(&self) -> String {
+    // @before 6
+    // fn digest(&self) -> String {
+    // @end
+    // @stage 6
+    pub fn digest(&self) -> String {
+        // @end
         format!("{:x}", self.hasher.clone().finalize())
     }
 }
@@ -319,6 +410,20 @@ impl<R: Read> Read for Hashing<R> {
         Ok(read)
     }
 }
+// @stage 6
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buffer)?;
+        self.hasher.update(&buffer[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+// @end
 // ANCHOR_END: sha256
 
 /// Remove a file or a whole directory.

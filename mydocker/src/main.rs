@@ -10,6 +10,9 @@ mod busybox;
 mod cgroups;
 // @end
 mod cli;
+// @stage 6
+mod commit;
+// @end
 mod config;
 // @stage 3
 mod container;
@@ -19,6 +22,9 @@ mod id;
 // @end
 // @stage 3
 mod image;
+// @end
+// @stage 6
+mod images;
 // @end
 // @stage 4
 mod layers;
@@ -64,6 +70,25 @@ fn main() {
         Command::Volume(command) => {
             volumes::named::command(command, &paths::Paths::new(cli.root))
         }
+        // @end
+        // @stage 6
+        Command::Commit { container, image } => {
+            commit::commit(&paths::Paths::new(cli.root), &container, &image)
+        }
+        Command::Images { quiet } => {
+            images::images(&paths::Paths::new(cli.root), quiet)
+        }
+        Command::Rmi { images } => {
+            images::rmi(&paths::Paths::new(cli.root), &images)
+        }
+        Command::Import { file, image } => {
+            images::import(&paths::Paths::new(cli.root), &file, &image)
+        }
+        Command::Export { container, output } => commit::export(
+            &paths::Paths::new(cli.root),
+            &container,
+            output.as_deref(),
+        ),
         // @end
         Command::Init => init::init(),
     };

@@ -885,17 +885,31 @@ fn a_relative_state_root_works() {
 /// A cgroup costs every `run` that has one: directories to make and
 /// remove, and on cgroup v1 an RCU grace period to move the process in.
 /// From stage 4 a container gets cgroups only in the hierarchies of the
-/// limits it asks for, and none without a limit.
+/// limits it asks for, and none without a limit. From stage 6, `commit`
+/// freezes containers: every container is in a cgroup of the freezer's
+/// (v1), or in its one cgroup (v2), and in no other without a limit.
 #[test]
 fn a_container_without_limits_gets_no_cgroup() {
     let _lock = mydocker_stage_tests::cgroups_shared();
     let md = Mydocker::new();
+    let for_the_freezer =
+        |line: &str| md.stage() >= 6 && (line.contains(":freezer:") || line.starts_with("0::"));
     let out = md.run(&[], &["cat", "/proc/self/cgroup"]);
     let cgroups = out.success();
+    let ours: Vec<&str> = cgroups
+        .lines()
+        .filter(|l| l.contains("/mydocker/"))
+        .collect();
     assert!(
-        !cgroups.contains("/mydocker/"),
+        ours.iter().all(|l| for_the_freezer(l)),
         "a container that asked for no limit is in a cgroup of mydocker's:\n{cgroups}"
     );
+    if md.stage() >= 6 {
+        assert!(
+            !ours.is_empty(),
+            "from stage 6 every container needs a cgroup that commit can freeze:\n{cgroups}"
+        );
+    }
     let out = md.run(&["--pids-limit", "100"], &["cat", "/proc/self/cgroup"]);
     let cgroups = out.success();
     let ours: Vec<&str> = cgroups
@@ -908,7 +922,10 @@ fn a_container_without_limits_gets_no_cgroup() {
     );
     if let mydocker_stage_tests::CgroupLayout::V1(_) = mydocker_stage_tests::cgroup_layout() {
         assert!(
-            ours.iter().all(|l| l.contains("pids")),
+            ours.iter().any(|l| l.contains("pids"))
+                && ours
+                    .iter()
+                    .all(|l| l.contains("pids") || for_the_freezer(l)),
             "--pids-limit alone should need the pids hierarchy only, not: {ours:?}"
         );
     }

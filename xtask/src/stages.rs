@@ -28,6 +28,10 @@ pub const STAGES: &[Stage] = &[
         number: 5,
         slug: "05-volumes",
     },
+    Stage {
+        number: 6,
+        slug: "06-commit",
+    },
 ];
 
 pub fn last() -> u32 {

@@ -19,6 +19,9 @@
 //! before the container's process exists, and [`Cgroup::create`] carries it
 //! out once it does.
 
+// @stage 6
+pub mod freezer;
+// @end
 mod v1;
 mod v2;
 
@@ -225,12 +228,19 @@ impl Plan {
     /// when the host lacks a controller that a limit needs.
     pub fn new(layout: &Layout, id: &str, limits: &Limits) -> Result<Plan> {
         // @stage 4
-        // No limit, no cgroup. Moving a process into a cgroup makes the
-        // kernel wait for an RCU grace period, milliseconds on an idle
-        // machine: the largest cost of a `run` that asks for no limit.
-        if limits.controllers().is_empty() {
-            return Ok(Plan::default());
-        }
+        // @before 6
+        // // No limit, no cgroup. Moving a process into a cgroup makes the
+        // // kernel wait for an RCU grace period, milliseconds on an idle
+        // // machine: the largest cost of a `run` that asks for no limit.
+        // if limits.controllers().is_empty() {
+        //     return Ok(Plan::default());
+        // }
+        // @end
+        // @end
+        // @stage 6
+        // Every container gets a cgroup, limits or not: `commit` freezes
+        // it there (on v1, in the freezer hierarchy; on v2 every cgroup can
+        // be frozen).
         // @end
         match layout {
             Layout::V1 { hierarchies, .. } => v1::plan(hierarchies, id, limits)

@@ -14,11 +14,18 @@
 //! process moved into it an RCU grace period. (Docker makes one in every
 //! hierarchy, to account for each container everywhere.)
 // @end
+// @stage 6
+//! Every container also gets one in the freezer hierarchy, which `commit`
+//! uses to pause it.
+// @end
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
+// @stage 6
+use super::freezer::FREEZER;
+// @end
 use super::{Hierarchy, Plan, Step, PARENT};
 use crate::limits::{Limits, CPU_PERIOD};
 
@@ -48,7 +55,15 @@ pub fn plan(
         // if !CONTROLLERS.iter().any(|c| hierarchy.has(c)) {
         // @end
         // @stage 4
-        if !limits.controllers().iter().any(|(c, _)| hierarchy.has(c)) {
+        // @before 6
+        // if !limits.controllers().iter().any(|(c, _)| hierarchy.has(c)) {
+        // @end
+        // @end
+        // @stage 6
+        // The freezer's too: commit freezes the container there.
+        let needed = hierarchy.has(FREEZER)
+            || limits.controllers().iter().any(|(c, _)| hierarchy.has(c));
+        if !needed {
             // @end
             continue;
         }

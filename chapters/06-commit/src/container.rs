@@ -1,0 +1,397 @@
+//! A container's files on the host, in `<root>/containers/ID/`: its own
+//! writable layer (`upper/`, `work/`), the mount point of its overlay
+//! (`rootfs/`), and the name of the image copy below it (`layer`).
+//!
+//! The directory lives exactly as long as the `run` that made it: `run`
+//! removes it when the container ends, and if `run` itself is killed
+//! (`kill -9` gives it no chance to clean up), the next `run` notices and
+//! removes what it left. To tell a live container from a dead one, each
+//! `run` holds a lock on the file `containers/ID/lock`: flock(2) locks
+//! belong to an open file, so the kernel releases them when their holder
+//! dies, however it dies.
+
+use std::collections::HashSet;
+use std::io::ErrorKind::{NotADirectory, NotFound};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::libc;
+use nix::unistd::{chown, Gid, Uid};
+
+use crate::cgroups::Cgroup;
+use crate::id;
+use crate::layers::{self, Layer};
+use crate::overlay::{self, MERGED, UPPER, WORK};
+use crate::paths::Paths;
+use crate::signals;
+use crate::volumes;
+
+// ANCHOR: container
+// ANCHOR: create
+pub struct Container {
+    pub id: String,
+    dir: PathBuf,
+    /// The digest of the image copy it stands on.
+    layer: String,
+    /// `lock`, open and locked: this `run` is alive.
+    _lock: File,
+}
+
+impl Container {
+    /// Make the directory of container `id`, on the image copy `layer`,
+    /// with the named volumes `volumes`.
+    pub fn create(
+        paths: &Paths,
+        id: &str,
+        layer: &Layer,
+        volumes: &[String],
+    ) -> Result<Container> {
+        let dir = paths.container(id);
+        // Make the directory and lock it while holding `containers/`
+        // locked: a `run` looking for dead containers takes that lock
+        // first, so it never sees a directory made but not yet locked.
+        let store = lock_store(paths)?;
+        // Made under another name, locked, then renamed: a directory named
+        // like a container always has its lock. (A `run` killed half-way
+        // leaves a `.ID.new`, which the next sweep removes.)
+        let new = paths.containers().join(format!(".{id}.new"));
+        // 0700: the host's users must not reach the container's files, say
+        // a setuid-root program written in the container.
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&new)
+            .with_context(|| format!("mkdir {}", new.display()))?;
+        let locked = lock(&new.join(LOCK), true, libc::LOCK_EX).and_then(|f| {
+            prepare_overlay(&new, layer)?;
+            make_and_record_volumes(paths, &new, volumes)?;
+            fs::rename(&new, &dir)
+                .with_context(|| format!("rename to {}", dir.display()))?;
+            Ok(f)
+        });
+        let lock = match locked {
+            Ok(lock) => lock,
+            Err(err) => {
+                let _ = fs::remove_dir_all(&new);
+                return Err(err);
+            }
+        };
+        // From here on, dropping `container` removes the directory again.
+        let container = Container {
+            id: id.to_string(),
+            _lock: lock,
+            dir,
+            layer: layer.digest.clone(),
+        };
+        drop(store);
+        Ok(container)
+    }
+    // ANCHOR_END: create
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join(MERGED)
+    }
+
+    /// The image copy, as init's overlay options name it: relative to the
+    /// container's directory.
+    pub fn lower(&self) -> PathBuf {
+        Path::new(overlay::LAYERS_FROM_CONTAINER).join(&self.layer)
+    }
+
+    pub fn short_id(&self) -> &str {
+        id::short(&self.id)
+    }
+}
+
+// ANCHOR: prepare_overlay
+/// The container's side of its overlay, made in its new directory: its own
+/// layer `upper/`, overlay's scratch directory `work/` (on the same
+/// filesystem, as overlay requires), the mount point `rootfs/`, and the file
+/// `layer` that names the image copy, so that nobody removes the copy while
+/// the container uses it.
+fn prepare_overlay(dir: &Path, layer: &Layer) -> Result<()> {
+    let file = dir.join(LAYER);
+    fs::write(&file, &layer.digest)
+        .with_context(|| format!("write {}", file.display()))?;
+    for name in [UPPER, WORK, MERGED] {
+        let path = dir.join(name);
+        fs::create_dir(&path)
+            .with_context(|| format!("mkdir {}", path.display()))?;
+    }
+    // The merged `/` has the mode and owner of the upper directory, the
+    // topmost layer: give it those of the copy's root (0755 root's, as
+    // `image::unpack` makes it), whatever the umask made of `upper`.
+    let upper = dir.join(UPPER);
+    let image_root = fs::metadata(&layer.dir)
+        .with_context(|| format!("stat {}", layer.dir.display()))?;
+    let mode = fs::Permissions::from_mode(image_root.mode() & 0o7777);
+    fs::set_permissions(&upper, mode)
+        .with_context(|| format!("chmod {}", upper.display()))?;
+    let (uid, gid) = (image_root.uid(), image_root.gid());
+    chown(&upper, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .with_context(|| format!("chown {}", upper.display()))?;
+    Ok(())
+}
+// ANCHOR_END: prepare_overlay
+
+/// The file in a container's directory that names its image copy.
+const LAYER: &str = "layer";
+
+// ANCHOR: volumes_file
+/// The file in a container's directory that names its named volumes.
+const VOLUMES: &str = "volumes";
+
+/// Make the named volumes of a new container and write their names in
+/// its directory, while `containers/` is locked: `volume rm` takes that
+/// lock, then reads these files.
+fn make_and_record_volumes(
+    paths: &Paths,
+    dir: &Path,
+    names: &[String],
+) -> Result<()> {
+    for name in names {
+        volumes::named::create(paths, name)?;
+    }
+    let file = dir.join(VOLUMES);
+    fs::write(&file, names.join("\n"))
+        .with_context(|| format!("write {}", file.display()))
+}
+
+/// The named volumes of the running containers, with their short IDs.
+/// The caller holds `containers/` locked, so no container is being made.
+pub fn volumes_in_use(paths: &Paths) -> Result<Vec<(String, String)>> {
+    let containers = paths.containers();
+    let mut used = Vec::new();
+    for entry in fs::read_dir(&containers)
+        .with_context(|| format!("read {}", containers.display()))?
+    {
+        let entry = entry?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !id::is_id(&id) {
+            continue;
+        }
+        // A lock we can take is a dead `run`'s: its volumes are free.
+        if lock(&entry.path().join(LOCK), false, LOCK_NOW).is_ok() {
+            continue;
+        }
+        let file = entry.path().join(VOLUMES);
+        match fs::read_to_string(&file) {
+            Ok(names) => used.extend(
+                names
+                    .lines()
+                    .map(|name| (name.to_string(), id::short(&id).to_string())),
+            ),
+            // A container made by chapter 4's program: no named volumes.
+            Err(err) if matches!(err.kind(), NotFound | NotADirectory) => {}
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("read {}", file.display()))
+            }
+        }
+    }
+    Ok(used)
+}
+// ANCHOR_END: volumes_file
+
+// ANCHOR: in_use
+/// The image copies that containers stand on, dead or alive: a dead one's
+/// directory still names its copy until the sweep has removed it.
+pub fn layers_in_use(paths: &Paths) -> Result<HashSet<String>> {
+    let containers = paths.containers();
+    let mut used = HashSet::new();
+    for entry in fs::read_dir(&containers)
+        .with_context(|| format!("read {}", containers.display()))?
+    {
+        let file = entry?.path().join(LAYER);
+        match fs::read_to_string(&file) {
+            Ok(digest) if layers::is_digest(&digest) => {
+                used.insert(digest);
+            }
+            Ok(_) => {}
+            // Not a container's directory, or a container made by chapter
+            // 3's program, which has no copy.
+            Err(err) if matches!(err.kind(), NotFound | NotADirectory) => {}
+            // Any other failure: we cannot tell which copy it uses, so
+            // no copy may be removed.
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("read {}", file.display()))
+            }
+        }
+    }
+    Ok(used)
+}
+// ANCHOR_END: in_use
+
+// ANCHOR: find_running
+/// The full ID of the running container `prefix` names: its ID, or the
+/// start of it, such as the short ID that is its hostname.
+pub fn find_running(paths: &Paths, prefix: &str) -> Result<String> {
+    let hex = prefix.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    if prefix.is_empty() || prefix.len() > 64 || !hex {
+        bail!(
+            "no such container: {prefix:?} (give its ID, or the start of it)"
+        );
+    }
+    let found: Vec<String> = running(paths)?
+        .into_iter()
+        .filter(|id| id.starts_with(prefix))
+        .collect();
+    match found.as_slice() {
+        [] => bail!("no such container: {prefix}"),
+        [id] => Ok(id.clone()),
+        several => bail!(
+            "{prefix} starts the IDs of {} containers ({}): give more digits",
+            several.len(),
+            several
+                .iter()
+                .map(|id| id::short(id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The IDs of the running containers: those whose `run` holds its lock.
+pub fn running(paths: &Paths) -> Result<Vec<String>> {
+    let containers = paths.containers();
+    let entries = match fs::read_dir(&containers) {
+        Ok(entries) => entries,
+        // No container ever ran under this state root.
+        Err(err) if err.kind() == NotFound => return Ok(Vec::new()),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("read {}", containers.display()))
+        }
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.with_context(|| format!("read {}", containers.display()))?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !id::is_id(&id) {
+            continue;
+        }
+        // A lock we could take was a dead `run`'s (dropping it frees it).
+        let held = lock(&entry.path().join(LOCK), false, LOCK_NOW)
+            .is_err_and(|err| err.downcast_ref() == Some(&Errno::EWOULDBLOCK));
+        if held {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+// ANCHOR_END: find_running
+
+// ANCHOR: layers_of_running
+/// The image copies that running containers stand on, with the
+/// containers' short IDs.
+pub fn layers_of_running(paths: &Paths) -> Result<Vec<(String, String)>> {
+    let mut layers = Vec::new();
+    for id in running(paths)? {
+        let file = paths.container(&id).join(LAYER);
+        let digest = fs::read_to_string(&file)
+            .with_context(|| format!("read {}", file.display()))?;
+        layers.push((digest, id::short(&id).to_string()));
+    }
+    Ok(layers)
+}
+// ANCHOR_END: layers_of_running
+
+// ANCHOR: drop
+/// However `run` ends, an error included, the container's files go with it.
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_dir_all(&self.dir) {
+            eprintln!("mydocker: remove {}: {err}", self.dir.display());
+        }
+    }
+}
+// ANCHOR_END: drop
+// ANCHOR_END: container
+
+// ANCHOR: remove_dead
+/// Remove what killed `run`s left behind: every container directory whose
+/// `lock` nobody holds, and the container's cgroup.
+pub fn remove_dead(paths: &Paths) -> Result<()> {
+    let containers = paths.containers();
+    let store = lock_store(paths)?;
+    let mut dead = Vec::new();
+    let entries = fs::read_dir(&containers)
+        .with_context(|| format!("read {}", containers.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Half made by a `run` killed before its rename: nobody is making
+        // one now, since we hold the store lock.
+        let half_made =
+            name.strip_prefix('.').and_then(|n| n.strip_suffix(".new"));
+        if half_made.is_some_and(id::is_id) {
+            let _ = fs::remove_dir_all(entry.path());
+            continue;
+        }
+        // Only what a `run` made: the name becomes a cgroup path below.
+        if !entry.path().is_dir() || !id::is_id(&name) {
+            continue;
+        }
+        // No lock file: not made by a `run` that locks (an older mydocker,
+        // say), so we cannot tell whether it is alive. Leave it alone.
+        // Not blocking: a lock we cannot have is held by a live `run`.
+        let lock = lock(&entry.path().join(LOCK), false, LOCK_NOW);
+        if let Ok(lock) = lock {
+            dead.push((entry.path(), name, lock));
+        }
+    }
+    // Holding their locks, we may let other `run`s start while we clean.
+    drop(store);
+    for (dir, id, _lock) in dead {
+        signals::check_interrupted()?;
+        // The container died with its `run` (see namespace.rs), but its
+        // cgroup stayed: that was `run`'s to remove.
+        let removed = Cgroup::of_dead_container(&id)
+            .and_then(Cgroup::kill_and_remove)
+            .and_then(|()| {
+                fs::remove_dir_all(&dir)
+                    .with_context(|| format!("remove {}", dir.display()))
+            });
+        // One that cannot go must not keep the others: try the next.
+        if let Err(err) = removed {
+            eprintln!("mydocker: warning: {err:#}");
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: remove_dead
+
+// ANCHOR: lock
+/// Lock `containers/` itself while a container directory is made, or
+/// while we look for dead ones: the two never interleave.
+/// (`Paths::create_root` made it, and checked whose it is.)
+pub fn lock_store(paths: &Paths) -> Result<File> {
+    lock(&paths.containers(), false, libc::LOCK_EX)
+}
+
+/// The file whose lock says that a container's `run` is alive.
+const LOCK: &str = "lock";
+
+/// An exclusive lock, or an error at once if someone else holds it.
+const LOCK_NOW: libc::c_int = libc::LOCK_EX | libc::LOCK_NB;
+
+/// Open `path` (a file, made if `create`; or a directory) and flock(2) it.
+/// Closing the file, or the death of this process, releases the lock.
+pub fn lock(path: &Path, create: bool, how: libc::c_int) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock(2) takes only a descriptor, which `file` keeps open.
+    Errno::result(unsafe { libc::flock(file.as_raw_fd(), how) })
+        .with_context(|| format!("flock({})", path.display()))?;
+    Ok(file)
+}
+// ANCHOR_END: lock
