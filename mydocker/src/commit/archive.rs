@@ -108,6 +108,7 @@ impl<W: Write> Archive<W> {
     ) -> Result<()> {
         let shown = Path::new("/").join(path);
         let shown = shown.display();
+        // ANCHOR: hard_link
         // A second name of a file already written: a hard link to it.
         let inode = (stat.st_dev, stat.st_ino);
         if stat.st_nlink > 1 {
@@ -121,6 +122,7 @@ impl<W: Write> Archive<W> {
             }
             self.links.insert(inode, path.to_path_buf());
         }
+        // ANCHOR_END: hard_link
         match kind(stat) {
             SFlag::S_IFREG => {
                 let file = self.open(path, OFlag::empty())?;
@@ -133,6 +135,7 @@ impl<W: Write> Archive<W> {
                     .append_data(&mut header, path, content)
                     .with_context(|| format!("read {shown}"))?;
             }
+            // ANCHOR: symlink
             SFlag::S_IFLNK => {
                 let target = readlinkat(Some(dir), name)
                     .with_context(|| format!("readlink {shown}"))?;
@@ -151,6 +154,8 @@ impl<W: Write> Archive<W> {
                     .append_link(&mut header, path, target)
                     .context("write the tarball")?;
             }
+            // ANCHOR_END: symlink
+            // ANCHOR: device
             SFlag::S_IFCHR | SFlag::S_IFBLK => {
                 let (major, minor) = (major(stat.st_rdev), minor(stat.st_rdev));
                 let char = kind(stat) == SFlag::S_IFCHR;
@@ -173,6 +178,7 @@ impl<W: Write> Archive<W> {
                     .append_data(&mut header, path, io::empty())
                     .context("write the tarball")?;
             }
+            // ANCHOR_END: device
             SFlag::S_IFIFO => {
                 let mut header = header(stat, EntryType::Fifo);
                 self.builder
