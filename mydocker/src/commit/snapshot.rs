@@ -55,7 +55,11 @@ impl Root {
             .is_ok_and(|fs| fs.filesystem_type() == OVERLAYFS_SUPER_MAGIC);
         let ino = fstat(tree.as_raw_fd()).context("fstat")?.st_ino;
         if !is_overlay || ino != upper.ino() {
-            bail!("container {} ended: its root is gone", id::short(id));
+            bail!(
+                "the root of container {} is not its overlay: did it just \
+                 end?",
+                id::short(id)
+            );
         }
         Ok(Root { tree, init })
     }
