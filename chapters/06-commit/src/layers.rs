@@ -67,7 +67,7 @@ impl Layers<'_> {
     // ANCHOR: get
     /// The copy of image `name`, unpacked now if it is not there yet.
     pub fn get(&self, name: &str) -> Result<Layer> {
-        let digest = self.digest(name)?;
+        let (digest, to_remember) = self.hash(name)?;
         let dir = self.paths.layers().join(&digest);
         if !dir.is_dir() {
             let tarball = image::find(self.paths, name)?;
@@ -78,6 +78,8 @@ impl Layers<'_> {
             self.unpack(&mut file, &digest)
                 .with_context(|| format!("unpack {}", tarball.display()))?;
         }
+        // Remembered once its copy exists: a failed unpack leaves nothing.
+        remember(to_remember)?;
         Ok(Layer { digest, dir })
     }
     // ANCHOR_END: get
@@ -86,6 +88,14 @@ impl Layers<'_> {
     /// The digest of image `name`'s tarball: remembered, or read now and
     /// remembered.
     pub fn digest(&self, name: &str) -> Result<String> {
+        let (digest, to_remember) = self.hash(name)?;
+        remember(to_remember)?;
+        Ok(digest)
+    }
+
+    /// The digest of image `name`'s tarball, and, when it was read now,
+    /// what to remember of it (in `layers/NAME.digest`).
+    fn hash(&self, name: &str) -> Result<(String, ToRemember)> {
         let tarball = image::find(self.paths, name)?;
         let mut file = File::open(&tarball)
             .with_context(|| format!("open {}", tarball.display()))?;
@@ -95,7 +105,7 @@ impl Layers<'_> {
         if let Some(known) =
             Remembered::read(&remembered).filter(|k| k.is_of(&stat))
         {
-            return Ok(known.digest);
+            return Ok((known.digest, None));
         }
         // The clock before we read: see `is_of`.
         let before = Remembered::clock()?;
@@ -106,13 +116,12 @@ impl Layers<'_> {
         if Stat::of(&file, &tarball)? != stat {
             bail!("{} changed while it was read: try again", tarball.display());
         }
-        Remembered {
+        let known = Remembered {
             stat,
             digest: digest.clone(),
             before,
-        }
-        .write(&remembered)?;
-        Ok(digest)
+        };
+        Ok((digest, Some((known, remembered))))
     }
     // ANCHOR_END: digest
 
@@ -200,6 +209,16 @@ impl Layers<'_> {
         Ok(())
     }
     // ANCHOR_END: remove_unused
+}
+
+/// A digest to remember, and the file to remember it in.
+type ToRemember = Option<(Remembered, PathBuf)>;
+
+fn remember(to_remember: ToRemember) -> Result<()> {
+    match to_remember {
+        Some((known, file)) => known.write(&file),
+        None => Ok(()),
+    }
 }
 
 /// A SHA-256 in hex, as we name copies.
