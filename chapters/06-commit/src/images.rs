@@ -137,6 +137,8 @@ pub fn images(paths: &Paths, quiet: bool) -> Result<i32> {
             ]);
         }
     }
+    // By name, then tag: `alpha-x` after every tag of `alpha`.
+    rows.sort_by(|a, b| (&a[0], &a[1]).cmp(&(&b[0], &b[1])));
     if quiet {
         for row in rows {
             println!("{}", row[2]);
