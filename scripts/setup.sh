@@ -22,7 +22,8 @@ step "Debian packages"
 # build-essential: the C linker that rustc needs; curl: to fetch rustup
 # crun, runc, hyperfine, jq: bench/run times mydocker against crun and runc
 #   with hyperfine (jq edits their OCI spec); it installs nothing itself
-packages="busybox-static iptables iproute2 tmux build-essential curl ca-certificates crun runc hyperfine jq"
+# python3: the stage 6 tests import a tarball made by Python's tarfile
+packages="busybox-static iptables iproute2 tmux build-essential curl ca-certificates crun runc hyperfine jq python3"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

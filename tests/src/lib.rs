@@ -36,7 +36,7 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const TEST_BUDGET: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
-pub const LAST_STAGE: u32 = 5;
+pub const LAST_STAGE: u32 = 6;
 
 /// Stage 3 made `run` take an image before the command.
 pub const FIRST_STAGE_WITH_IMAGES: u32 = 3;
@@ -622,6 +622,27 @@ impl Spawned {
         drop(self.stdin.take());
     }
 
+    /// Write `line` and a newline to its standard input (piped, as
+    /// [`Mydocker::start`] does): a container that reads its input gets it.
+    /// A process that no longer reads (it ended) fails the test.
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let written = match self.stdin.as_mut() {
+            Some(stdin) => stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|()| stdin.flush()),
+            None => Err(std::io::Error::other("its standard input is closed")),
+        };
+        if let Err(e) = written {
+            let seen = std::mem::take(&mut self.seen);
+            let stderr = self.kill_and_collect();
+            panic!(
+                "could not send `{line}` to {}: {e}; its output so far:\n{seen}\nits errors:\n{stderr}",
+                self.what
+            );
+        }
+    }
+
     /// Wait for it to end, for at most [`TIMEOUT`].
     pub fn wait(self) -> Outcome {
         self.wait_within(TIMEOUT)
@@ -1170,6 +1191,54 @@ impl ImageTar {
         self
     }
 
+    /// A hard link at `path` to the file `target` (a path in the archive,
+    /// added before).
+    pub fn hard_link(mut self, path: &str, target: &str) -> ImageTar {
+        let mut header = Self::header(tar::EntryType::Link, 0o644, 0, 0, 0);
+        self.tar
+            .append_link(&mut header, path, target)
+            .expect("append a hard link");
+        self
+    }
+
+    /// A FIFO (named pipe).
+    pub fn fifo(mut self, path: &str, mode: u32) -> ImageTar {
+        let mut header = Self::header(tar::EntryType::Fifo, mode, 0, 0, 0);
+        self.tar
+            .append_data(&mut header, path, std::io::empty())
+            .expect("append a FIFO");
+        self
+    }
+
+    /// A character device `major`:`minor`.
+    pub fn char_device(mut self, path: &str, mode: u32, major: u32, minor: u32) -> ImageTar {
+        let mut header = Self::header(tar::EntryType::Char, mode, 0, 0, 0);
+        header.set_device_major(major).expect("a device number");
+        header.set_device_minor(minor).expect("a device number");
+        self.tar
+            .append_data(&mut header, path, std::io::empty())
+            .expect("append a device");
+        self
+    }
+
+    /// PAX records (`KEY`, value) for the entry appended next, such as
+    /// `SCHILY.xattr.user.x` for an extended attribute `user.x`.
+    pub fn pax(mut self, records: &[(&str, &[u8])]) -> ImageTar {
+        self.tar
+            .append_pax_extensions(records.iter().map(|(k, v)| (*k, *v)))
+            .expect("append PAX records");
+        self
+    }
+
+    /// More links to busybox in `/bin` (after [`ImageTar::busybox`]), for
+    /// applets that [`APPLETS`] lacks.
+    pub fn applets(mut self, applets: &[&str]) -> ImageTar {
+        for applet in applets {
+            self = self.symlink(&format!("bin/{applet}"), "busybox");
+        }
+        self
+    }
+
     /// `/bin/busybox` (the host's static busybox) and, in `/bin`, a link
     /// to it for each of the [`APPLETS`].
     pub fn busybox(self) -> ImageTar {
@@ -1219,6 +1288,19 @@ pub fn raw_entry(path: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
     entry.extend_from_slice(data);
     entry.resize(entry.len().div_ceil(512) * 512, 0);
     entry
+}
+
+/// The SHA-256 of a file, in hexadecimal (by `sha256sum`).
+pub fn sha256_hex(path: &Path) -> String {
+    let out = finish({
+        let mut command = Command::new("sha256sum");
+        command.arg(path).stdin(Stdio::null());
+        command
+    });
+    assert_eq!(out.code, Some(0), "sha256sum {}: {out:#?}", path.display());
+    let hex = out.stdout.split_whitespace().next().unwrap_or_default();
+    assert_eq!(hex.len(), 64, "sha256sum {}: {out:#?}", path.display());
+    hex.to_string()
 }
 
 /// The end of a tar archive: two blocks of zeros.
