@@ -1520,12 +1520,21 @@ fn bad_image_names_are_refused_and_make_nothing() {
 /// Docker's sizes: decimal units, 3 significant digits (`%.3g`).
 fn docker_size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
+    // 3 significant digits, rounded before the unit is chosen: 999999 is 1MB.
+    let round3 = |value: f64| {
+        if value < 1.0 {
+            return value.round();
+        }
+        let scale = 10f64.powi(2 - value.log10().floor() as i32);
+        (value * scale).round() / scale
+    };
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit < units.len() - 1 {
+    while round3(value) >= 1000.0 && unit < units.len() - 1 {
         value /= 1000.0;
         unit += 1;
     }
+    let value = round3(value);
     let decimals = if value >= 100.0 {
         0
     } else if value >= 10.0 {

@@ -94,6 +94,14 @@ pub fn check_name(name: &str) -> Result<()> {
              not first '.' or '-', at most 120"
         );
     }
+    // A file name has at most 255 bytes, and the store's files add to it
+    // (`.NAME.tar.PID`).
+    if name.len() > 230 {
+        bail!(
+            "image name too long: {} characters, at most 230",
+            name.len()
+        );
+    }
     Ok(())
 }
 

@@ -125,7 +125,18 @@ pub fn images(paths: &Paths, quiet: bool) -> Result<i32> {
             let tarball = image::tarball(paths, &name);
             let meta = fs::metadata(&tarball)
                 .with_context(|| format!("stat {}", tarball.display()))?;
-            let digest = layers.digest(&name)?;
+            let digest = match layers.digest(&name) {
+                Ok(digest) => digest,
+                Err(err) if err.is::<signals::Interrupted>() => {
+                    return Err(err)
+                }
+                // Say which, and list the others: a tarball copied in by
+                // hand under a name we refuse, say.
+                Err(err) => {
+                    eprintln!("mydocker: warning: {err:#}");
+                    continue;
+                }
+            };
             let (repository, tag) =
                 name.split_once(':').unwrap_or((name.as_str(), "latest"));
             rows.push([
@@ -151,43 +162,55 @@ pub fn images(paths: &Paths, quiet: bool) -> Result<i32> {
 }
 // ANCHOR_END: images
 
-/// Columns as wide as their widest cell, three spaces apart (Docker's).
+/// Docker's columns: as wide as their widest cell and 3 spaces, at least
+/// 10 characters.
 fn print_table(header: [String; 5], rows: Vec<[String; 5]>) {
-    let mut widths = header.clone().map(|cell| cell.len());
+    let mut widths = header.clone().map(|cell| (cell.len() + 3).max(10));
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
+            *width = (*width).max(cell.len() + 3);
         }
     }
     for row in std::iter::once(header).chain(rows) {
         let mut line = String::new();
         for (cell, width) in row.iter().zip(widths) {
-            line.push_str(&format!("{cell:width$}   "));
+            line.push_str(&format!("{cell:width$}"));
         }
         println!("{}", line.trim_end());
     }
 }
 
 // ANCHOR: ago
-/// How long ago `time` was, in Docker's words.
+/// How long ago `time` was, in Docker's words (and with its rounding).
 fn ago(time: SystemTime) -> String {
-    let seconds = SystemTime::now()
+    let age = SystemTime::now()
         .duration_since(time)
-        .map(|age| age.as_secs())
-        .unwrap_or(0);
-    let (minute, hour, day) = (60, 3600, 86400);
-    let text = match seconds {
-        0 => "Less than a second".to_string(),
-        1 => "1 second".to_string(),
-        s if s < minute => format!("{s} seconds"),
-        s if s < 2 * minute => "About a minute".to_string(),
-        s if s < hour => format!("{} minutes", s / minute),
-        s if s < 2 * hour => "About an hour".to_string(),
-        s if s < 2 * day => format!("{} hours", s / hour),
-        s if s < 14 * day => format!("{} days", s / day),
-        s if s < 60 * day => format!("{} weeks", s / (7 * day)),
-        s if s < 730 * day => format!("{} months", s / (30 * day)),
-        s => format!("{} years", s / (365 * day)),
+        .unwrap_or_default()
+        .as_secs_f64();
+    let (seconds, minutes) = (age as u64, (age / 60.0) as u64);
+    let hours = (age / 3600.0 + 0.5) as u64;
+    let text = if seconds < 1 {
+        "Less than a second".to_string()
+    } else if seconds == 1 {
+        "1 second".to_string()
+    } else if seconds < 60 {
+        format!("{seconds} seconds")
+    } else if minutes == 1 {
+        "About a minute".to_string()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".to_string()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", (age / 3600.0) as u64 / 24 / 365)
     };
     format!("{text} ago")
 }
@@ -197,10 +220,12 @@ fn size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit < units.len() - 1 {
+    // 999,999 bytes is 1MB to 3 digits: round, then choose the unit.
+    while round3(value) >= 1000.0 && unit < units.len() - 1 {
         value /= 1000.0;
         unit += 1;
     }
+    let value = round3(value);
     let digits = if value >= 100.0 {
         0
     } else if value >= 10.0 {
@@ -217,6 +242,15 @@ fn size(bytes: u64) -> String {
     };
     format!("{text}{}", units[unit])
 }
+
+/// `value` rounded to 3 significant digits.
+fn round3(value: f64) -> f64 {
+    if value < 1.0 {
+        return value.round();
+    }
+    let scale = 10f64.powi(2 - value.log10().floor() as i32);
+    (value * scale).round() / scale
+}
 // ANCHOR_END: ago
 
 // ANCHOR: rmi
@@ -231,32 +265,42 @@ pub fn rmi(paths: &Paths, names: &[String]) -> Result<i32> {
     // container meanwhile.
     let layers = Layers::lock(paths)?;
     let in_use = container::layers_of_running(paths)?;
+    // Every image's digest: two names can hold the same content (two
+    // commits of an unchanged container), and its copy goes with the last.
+    let mut store = Vec::new();
+    for name in image::list(paths)? {
+        if let Ok(digest) = layers.digest(&name) {
+            store.push((name, digest));
+        }
+    }
     let mut failed = false;
     for name in names {
         let removed = (|| -> Result<()> {
             image::check_name(name)?;
-            let canonical = image::canonical(name);
-            let tarball = image::tarball(paths, &canonical);
-            if !tarball.is_file() {
+            let name = image::canonical(name);
+            let Some(at) = store.iter().position(|(n, _)| *n == name) else {
                 bail!("no such image: {name}");
-            }
-            let digest = layers.digest(name)?;
+            };
+            let digest = store[at].1.clone();
+            let last = store.iter().filter(|(_, d)| *d == digest).count() == 1;
             if let Some((_, id)) = in_use.iter().find(|(d, _)| *d == digest) {
-                bail!(
-                    "image {name} is in use by running container {id}: \
-                     stop it first"
-                );
+                if last {
+                    bail!(
+                        "image {name} is in use by running container {id}: \
+                         stop it first"
+                    );
+                }
             }
-            remove(&tarball)?;
-            remove(&paths.layers().join(format!("{canonical}.digest")))?;
-            let (repository, tag) = canonical
-                .split_once(':')
-                .unwrap_or((canonical.as_str(), "latest"));
+            remove(&image::tarball(paths, &name))?;
+            remove(&paths.layers().join(format!("{name}.digest")))?;
+            store.remove(at);
+            let (repository, tag) =
+                name.split_once(':').unwrap_or((name.as_str(), "latest"));
             println!("Untagged: {repository}:{tag}");
-            // Its copy goes too, unless another image or a container
-            // (a dead one, not yet swept) still stands on it.
-            layers.remove_unused()?;
-            if !paths.layers().join(&digest).exists() {
+            if last {
+                // Its copy goes too, unless a dead container's directory,
+                // not yet swept, still names it.
+                layers.remove_unused()?;
                 println!("Deleted: sha256:{digest}");
             }
             Ok(())
@@ -338,6 +382,8 @@ mod tests {
         assert_eq!(size(2_000_000), "2MB");
         assert_eq!(size(123_456_789), "123MB");
         assert_eq!(size(1_070_000_000), "1.07GB");
+        assert_eq!(size(999_999), "1MB");
+        assert_eq!(size(0), "0B");
     }
 
     #[test]
@@ -348,7 +394,8 @@ mod tests {
         assert_eq!(ago(before(30)), "30 seconds ago");
         assert_eq!(ago(before(90)), "About a minute ago");
         assert_eq!(ago(before(600)), "10 minutes ago");
-        assert_eq!(ago(before(5400)), "About an hour ago");
+        assert_eq!(ago(before(4000)), "About an hour ago");
+        assert_eq!(ago(before(5400)), "2 hours ago");
         assert_eq!(ago(before(5 * 3600)), "5 hours ago");
         assert_eq!(ago(before(3 * 86400)), "3 days ago");
         assert_eq!(ago(before(21 * 86400)), "3 weeks ago");

@@ -60,8 +60,8 @@ impl Freezer {
         };
         if !dir.is_dir() {
             bail!(
-                "container {} has no cgroup {}: was it started by an \
-                 older mydocker?",
+                "container {} has no cgroup {}: it is starting or ending \
+                 (try again), or an older mydocker started it",
                 id::short(id),
                 dir.display()
             );
@@ -122,12 +122,17 @@ impl Freezer {
         })
     }
 
-    /// Let the processes go on.
+    /// Let the processes go on. A cgroup that is gone has nobody to thaw:
+    /// the container ended, and `run` removed it.
     fn thaw(&self) -> Result<()> {
-        if self.v2 {
+        let thawed = if self.v2 {
             write(&self.dir.join("cgroup.freeze"), "0")
         } else {
             write(&self.dir.join("freezer.state"), "THAWED")
+        };
+        match thawed {
+            Err(err) if super::errno(&err) == Some(Errno::ENOENT) => Ok(()),
+            thawed => thawed,
         }
     }
 }
@@ -158,7 +163,9 @@ impl Drop for Frozen<'_> {
 /// `commit` would leave the container frozen for good. So the guard waits
 /// on a pipe whose only write end is ours. The kernel closes that end when
 /// we exit, however we exit, and the guard's read returns: it thaws, and
-/// exits too.
+/// exits too. It also inherits our descriptors, the lock that lets one
+/// commit at a time freeze the container among them: the next commit
+/// waits until the guard has thawed, and exited.
 struct Guard {
     pid: Pid,
     /// Our end of the pipe; None once released.

@@ -381,6 +381,17 @@ impl Cgroup {
             for pid in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+            // @stage 6
+            // A frozen process dies only once thawed (on v1): a commit
+            // killed together with its guard leaves the container frozen.
+            for (file, thawed) in
+                [("freezer.state", "THAWED"), ("cgroup.freeze", "0")]
+            {
+                if leaf.join(file).exists() {
+                    let _ = write(&leaf.join(file), thawed);
+                }
+            }
+            // @end
         }
         self.remove()
     }

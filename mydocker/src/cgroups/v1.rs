@@ -15,8 +15,8 @@
 //! hierarchy, to account for each container everywhere.)
 // @end
 // @stage 6
-//! Every container also gets one in the freezer hierarchy, which `commit`
-//! uses to pause it.
+//! One exception, from stage 6: every container also gets a directory in
+//! the freezer hierarchy, limits or not, which `commit` uses to pause it.
 // @end
 
 use std::path::Path;

@@ -45,6 +45,11 @@ pub fn plan(
     let enable: Vec<String> = CONTROLLERS
         .iter()
         .filter(|c| available.iter().any(|a| a == *c))
+        // @stage 6
+        // No limit, no controller: a cgroup can be frozen without any (a
+        // root that holds processes, in a container, refuses controllers).
+        .filter(|_| !limits.controllers().is_empty())
+        // @end
         .map(|c| format!("+{c}"))
         .collect();
     let enable = enable.join(" "); // "+cpuset +cpu +memory +pids"
@@ -184,7 +189,16 @@ mod tests {
             Path::new("/cg"),
             &available("memory pids"),
             ID,
-            &Limits::default(),
+            // @before 6
+            // &Limits::default(),
+            // @end
+            // @stage 6
+            // (From stage 6, no limit enables no controller.)
+            &Limits {
+                pids: Some(10),
+                ..Limits::default()
+            },
+            // @end
         );
         assert_eq!(
             plan.unwrap().steps[..3],

@@ -110,8 +110,11 @@ impl<W: Write> Archive<W> {
         let shown = shown.display();
         // ANCHOR: hard_link
         // A second name of a file already written: a hard link to it.
+        // (Regular files only: the unpacker would follow a link to a
+        // symlink, and a socket is never written.)
         let inode = (stat.st_dev, stat.st_ino);
-        if stat.st_nlink > 1 {
+        let linked = stat.st_nlink > 1 && kind(stat) == SFlag::S_IFREG;
+        if linked {
             if let Some(first) = self.links.get(&inode) {
                 let mut header = header(stat, EntryType::Link);
                 let first = first.clone();
@@ -120,7 +123,6 @@ impl<W: Write> Archive<W> {
                     .append_link(&mut header, path, first)
                     .context("write the tarball");
             }
-            self.links.insert(inode, path.to_path_buf());
         }
         // ANCHOR_END: hard_link
         match kind(stat) {
@@ -134,6 +136,9 @@ impl<W: Write> Archive<W> {
                 self.builder
                     .append_data(&mut header, path, content)
                     .with_context(|| format!("read {shown}"))?;
+                if linked {
+                    self.links.insert(inode, path.to_path_buf());
+                }
             }
             // ANCHOR: symlink
             SFlag::S_IFLNK => {

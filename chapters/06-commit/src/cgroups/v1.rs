@@ -5,8 +5,8 @@
 //! directory costs a few system calls to make and to remove, and a
 //! process moved into it an RCU grace period. (Docker makes one in every
 //! hierarchy, to account for each container everywhere.)
-//! Every container also gets one in the freezer hierarchy, which `commit`
-//! uses to pause it.
+//! One exception, from stage 6: every container also gets a directory in
+//! the freezer hierarchy, limits or not, which `commit` uses to pause it.
 
 use std::path::Path;
 

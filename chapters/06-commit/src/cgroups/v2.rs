@@ -44,6 +44,9 @@ pub fn plan(
     let enable: Vec<String> = CONTROLLERS
         .iter()
         .filter(|c| available.iter().any(|a| a == *c))
+        // No limit, no controller: a cgroup can be frozen without any (a
+        // root that holds processes, in a container, refuses controllers).
+        .filter(|_| !limits.controllers().is_empty())
         .map(|c| format!("+{c}"))
         .collect();
     let enable = enable.join(" "); // "+cpuset +cpu +memory +pids"
@@ -183,7 +186,11 @@ mod tests {
             Path::new("/cg"),
             &available("memory pids"),
             ID,
-            &Limits::default(),
+            // (From stage 6, no limit enables no controller.)
+            &Limits {
+                pids: Some(10),
+                ..Limits::default()
+            },
         );
         assert_eq!(
             plan.unwrap().steps[..3],

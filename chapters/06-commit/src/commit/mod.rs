@@ -61,7 +61,13 @@ pub fn export(
     match output {
         Some(path) => {
             let mut new = NewFile::create(path)?;
-            snapshot(paths, &id, &mut BufWriter::new(new.file()))?;
+            let mut out = BufWriter::new(new.file());
+            snapshot(paths, &id, &mut out)?;
+            // Dropped, a BufWriter writes its last bytes and forgets any
+            // error: flush it ourselves, or a full disk goes unnoticed.
+            out.flush()
+                .with_context(|| format!("write {}", path.display()))?;
+            drop(out);
             new.publish()?;
         }
         None => {
@@ -72,6 +78,8 @@ pub fn export(
                      use -o FILE or redirect the output"
                 );
             }
+            // Frozen until the reader has taken it all: `export C | less`
+            // holds the container still while you read. -o does not.
             let mut out = BufWriter::new(stdout.lock());
             snapshot(paths, &id, &mut out)?;
             out.flush().context("write to standard output")?;

@@ -55,8 +55,8 @@ impl Root {
         let ino = fstat(tree.as_raw_fd()).context("fstat")?.st_ino;
         if !is_overlay || ino != upper.ino() {
             bail!(
-                "the root of container {} is not its overlay: did it just \
-                 end?",
+                "the root of container {} is not its overlay yet, or any \
+                 more: it is starting or ending (try again)",
                 id::short(id)
             );
         }
@@ -102,7 +102,7 @@ fn init_of(freezer: &Freezer) -> Result<i32> {
             return Ok(pid);
         }
     }
-    bail!("the container has no process left: it is ending")
+    bail!("the container has no process: it is starting or ending")
 }
 
 /// pidfd_open(2): a descriptor that names this process, and no other
