@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
+use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -130,11 +131,14 @@ impl<W: Write> Archive<W> {
                 self.xattrs(&file, path)?;
                 let mut header = header(stat, EntryType::Regular);
                 header.set_size(stat.st_size as u64);
-                let content =
-                    Exactly::new(File::from(file), stat.st_size as u64);
+                let size = stat.st_size as u64;
+                let content = Exactly::new(File::from(file), size, &shown);
+                // A failed write (a full disk) or read (which says so).
                 self.builder
                     .append_data(&mut header, path, content)
-                    .with_context(|| format!("read {shown}"))?;
+                    .with_context(|| {
+                        format!("copy {shown} into the tarball")
+                    })?;
                 if linked {
                     self.links.insert(inode, path.to_path_buf());
                 }
@@ -320,24 +324,30 @@ fn get_xattr(fd: &OwnedFd, name: &CString) -> Result<Vec<u8>, Errno> {
 struct Exactly {
     file: std::io::Take<std::fs::File>,
     left: u64,
+    /// The file's path, for errors.
+    shown: String,
 }
 
 impl Exactly {
-    fn new(file: std::fs::File, size: u64) -> Exactly {
+    fn new(file: std::fs::File, size: u64, shown: &dyn Display) -> Exactly {
         Exactly {
             file: file.take(size),
             left: size,
+            shown: shown.to_string(),
         }
     }
 }
 
 impl Read for Exactly {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let read = self.file.read(buffer)?;
+        let shown = &self.shown;
+        let read = self.file.read(buffer).map_err(|err| {
+            io::Error::new(err.kind(), format!("read {shown}: {err}"))
+        })?;
         if read == 0 && self.left > 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the file shrank while it was read",
+                format!("read {shown}: the file shrank while it was read"),
             ));
         }
         self.left -= read as u64;
