@@ -2334,3 +2334,65 @@ fn export_then_import_gives_the_containers_files_back() {
     assert_eq!(ctr.sh("echo still running"), "still running\n");
     ctr.finish().success();
 }
+
+/// `cp -al` hard-links symlinks too. The second name of a symlink must not
+/// become a tar hard link (the unpacker would follow the symlink): the
+/// committed image runs, and its copy of `/bin` still holds symlinks.
+#[test]
+fn hard_linked_symlinks_give_an_image_that_runs() {
+    let md = Mydocker::new();
+    let mut ctr = Ctr::start(&md, "busybox", &[], "cp -al /bin /linked");
+    let count = ctr.sh("ls /linked | wc -l");
+    commit(&md, &ctr, "linked");
+    let out = md.exec(&[
+        "run",
+        "linked",
+        "sh",
+        "-c",
+        "ls /linked | wc -l; test -L /linked/sh && echo symlink",
+    ]);
+    assert_eq!(
+        out.success(),
+        format!("{}symlink\n", count),
+        "a container whose /linked holds hard links to /bin's symlinks should commit to an image that runs: {out:#?}"
+    );
+    ctr.finish();
+}
+
+/// Two commits of an unchanged container have the same content. `rmi` of
+/// one name only untags it: the other still lists and runs, and its copy
+/// is deleted only with the last name (`Deleted:` then, as in Docker).
+#[test]
+fn rmi_of_one_of_two_names_with_the_same_content_only_untags_it() {
+    let md = Mydocker::new();
+    let ctr = Ctr::start(&md, "busybox", &[], "echo same > /same");
+    let first = commit(&md, &ctr, "twin:a");
+    let second = commit(&md, &ctr, "twin:b");
+    assert_eq!(
+        first, second,
+        "two commits of an unchanged container give the same tarball"
+    );
+    ctr.finish();
+    md.exec(&["run", "twin:a", "true"]).success();
+    let out = md.exec(&["rmi", "twin:a"]);
+    assert_eq!(
+        out.success(),
+        "Untagged: twin:a\n",
+        "twin:b still has this content: nothing is deleted"
+    );
+    assert!(md.exec(&["images", "-q"]).success().contains(&first[..12]));
+    assert_eq!(
+        md.exec(&["run", "twin:b", "cat", "/same"]).success(),
+        "same\n"
+    );
+    let out = md.exec(&["rmi", "twin:b"]);
+    assert_eq!(
+        out.success(),
+        format!("Untagged: twin:b\nDeleted: sha256:{first}\n"),
+        "the last name of the content goes with the content"
+    );
+    assert!(
+        !md.root().join("layers").join(&first).exists(),
+        "the copy goes with the last name"
+    );
+}
