@@ -23,12 +23,16 @@ use std::io::{self, Read, Seek, Write};
 // @end
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::Duration;
+// @before 6
+// use std::thread;
+// use std::time::Duration;
+// @end
 
 use anyhow::{bail, Context, Result};
-use nix::errno::Errno;
-use nix::libc;
+// @before 6
+// use nix::errno::Errno;
+// use nix::libc;
+// @end
 use nix::time::{clock_gettime, ClockId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -53,21 +57,30 @@ pub struct Layer {
 
 impl Layers<'_> {
     /// Wait for the lock of `layers/` (`Paths::create_root` made it).
+    // @before 6
+    // pub fn lock(paths: &Paths) -> Result<Layers<'_>> {
+    //     let now = libc::LOCK_EX | libc::LOCK_NB;
+    //     loop {
+    //         match container::lock(&paths.layers(), false, now) {
+    //             Ok(lock) => return Ok(Layers { paths, _lock: lock }),
+    //             // Held by another run, maybe for a long unpack: try again
+    //             // soon, and let Ctrl-C stop us meanwhile.
+    //             Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {
+    //                 signals::check_interrupted()?;
+    //                 thread::sleep(Duration::from_millis(5));
+    //             }
+    //             Err(err) => return Err(err),
+    //         }
+    //     }
+    // }
+    // @end
+    // @stage 6
     pub fn lock(paths: &Paths) -> Result<Layers<'_>> {
-        let now = libc::LOCK_EX | libc::LOCK_NB;
-        loop {
-            match container::lock(&paths.layers(), false, now) {
-                Ok(lock) => return Ok(Layers { paths, _lock: lock }),
-                // Held by another run, maybe for a long unpack: try again
-                // soon, and let Ctrl-C stop us meanwhile.
-                Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {
-                    signals::check_interrupted()?;
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        // Held by another run, maybe for a long unpack: wait.
+        let lock = container::lock_waiting(&paths.layers())?;
+        Ok(Layers { paths, _lock: lock })
     }
+    // @end
     // ANCHOR_END: layers
 
     // ANCHOR: get
@@ -413,11 +426,12 @@ impl<R> Hashing<R> {
         }
     }
 
-    /// The SHA-256, in hex, of what was read so far.
     // @before 6
+    // /// The SHA-256, in hex, of what was read so far.
     // fn digest(&self) -> String {
     // @end
     // @stage 6
+    /// The SHA-256, in hex, of what went through so far.
     pub fn digest(&self) -> String {
         // @end
         format!("{:x}", self.hasher.clone().finalize())

@@ -163,21 +163,9 @@ fn make_and_record_volumes(
 /// The named volumes of the running containers, with their short IDs.
 /// The caller holds `containers/` locked, so no container is being made.
 pub fn volumes_in_use(paths: &Paths) -> Result<Vec<(String, String)>> {
-    let containers = paths.containers();
     let mut used = Vec::new();
-    for entry in fs::read_dir(&containers)
-        .with_context(|| format!("read {}", containers.display()))?
-    {
-        let entry = entry?;
-        let id = entry.file_name().to_string_lossy().into_owned();
-        if !id::is_id(&id) {
-            continue;
-        }
-        // A lock we can take is a dead `run`'s: its volumes are free.
-        if lock(&entry.path().join(LOCK), false, LOCK_NOW).is_ok() {
-            continue;
-        }
-        let file = entry.path().join(VOLUMES);
+    for id in running(paths)? {
+        let file = paths.container(&id).join(VOLUMES);
         match fs::read_to_string(&file) {
             Ok(names) => used.extend(
                 names
@@ -275,10 +263,10 @@ pub fn running(paths: &Paths) -> Result<Vec<String>> {
         if !id::is_id(&id) {
             continue;
         }
-        // A lock we could take was a dead `run`'s (dropping it frees it).
-        let held = lock(&entry.path().join(LOCK), false, LOCK_NOW)
-            .is_err_and(|err| err.downcast_ref() == Some(&Errno::EWOULDBLOCK));
-        if held {
+        // A lock we can take is a dead `run`'s (dropping it frees it). One
+        // we cannot take, or cannot even open, counts as alive: better keep
+        // a volume or an image too long than remove one under a container.
+        if lock(&entry.path().join(LOCK), false, LOCK_NOW).is_err() {
             ids.push(id);
         }
     }
@@ -379,6 +367,22 @@ const LOCK: &str = "lock";
 
 /// An exclusive lock, or an error at once if someone else holds it.
 const LOCK_NOW: libc::c_int = libc::LOCK_EX | libc::LOCK_NB;
+
+/// An exclusive lock of `path`, waiting for whoever holds it, maybe for a
+/// long time, while Ctrl-C can still stop us (a blocked flock(2) would be
+/// restarted after the signal).
+pub fn lock_waiting(path: &Path) -> Result<File> {
+    loop {
+        match lock(path, false, LOCK_NOW) {
+            Ok(lock) => return Ok(lock),
+            Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {
+                signals::check_interrupted()?;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
 
 /// Open `path` (a file, made if `create`; or a directory) and flock(2) it.
 /// Closing the file, or the death of this process, releases the lock.

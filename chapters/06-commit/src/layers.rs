@@ -17,12 +17,8 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nix::errno::Errno;
-use nix::libc;
 use nix::time::{clock_gettime, ClockId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,19 +44,9 @@ pub struct Layer {
 impl Layers<'_> {
     /// Wait for the lock of `layers/` (`Paths::create_root` made it).
     pub fn lock(paths: &Paths) -> Result<Layers<'_>> {
-        let now = libc::LOCK_EX | libc::LOCK_NB;
-        loop {
-            match container::lock(&paths.layers(), false, now) {
-                Ok(lock) => return Ok(Layers { paths, _lock: lock }),
-                // Held by another run, maybe for a long unpack: try again
-                // soon, and let Ctrl-C stop us meanwhile.
-                Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {
-                    signals::check_interrupted()?;
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        // Held by another run, maybe for a long unpack: wait.
+        let lock = container::lock_waiting(&paths.layers())?;
+        Ok(Layers { paths, _lock: lock })
     }
     // ANCHOR_END: layers
 
@@ -344,7 +330,7 @@ impl<R> Hashing<R> {
         }
     }
 
-    /// The SHA-256, in hex, of what was read so far.
+    /// The SHA-256, in hex, of what went through so far.
     pub fn digest(&self) -> String {
         format!("{:x}", self.hasher.clone().finalize())
     }

@@ -8,15 +8,10 @@
 pub mod archive;
 pub mod snapshot;
 
-use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::Path;
-use std::thread;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nix::errno::Errno;
-use nix::libc;
 use nix::unistd::Uid;
 
 use crate::cgroups::freezer::Freezer;
@@ -106,7 +101,7 @@ fn snapshot(paths: &Paths, id: &str, out: &mut impl Write) -> Result<()> {
     let freezer = Freezer::of_container(id)?;
     // One freeze at a time: a second commit must not thaw the container
     // under the first one's copy.
-    let _one_at_a_time = lock(&paths.container(id))?;
+    let _one_at_a_time = container::lock_waiting(&paths.container(id))?;
     let frozen = freezer.freeze()?;
     let root = Root::of(paths, id, &freezer)?;
     archive::write_tree(&root.tree, &mut *out)?;
@@ -117,19 +112,4 @@ fn snapshot(paths: &Paths, id: &str, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 // ANCHOR_END: snapshot
-
-/// flock(2) the container's directory, waiting for another commit of it
-/// to end (Ctrl-C still stops us).
-fn lock(dir: &Path) -> Result<File> {
-    loop {
-        match container::lock(dir, false, libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(lock) => return Ok(lock),
-            Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {
-                signals::check_interrupted()?;
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
 // @end

@@ -88,7 +88,8 @@ impl Freezer {
         loop {
             // v1 stops the processes it can and says FREEZING until it
             // has them all; writing FROZEN again makes it try the others
-            // again (runc does the same).
+            // again (runc does the same). On v2 one write is enough, and a
+            // second one changes nothing.
             if self.v2 {
                 write(&self.dir.join("cgroup.freeze"), "1")?;
             } else {
