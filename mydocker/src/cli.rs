@@ -78,6 +78,54 @@ pub enum Command {
     },
     // ANCHOR_END: image_commands
     // @end
+    // @stage 7
+    // ANCHOR: container_commands
+    /// List the containers
+    Ps {
+        /// All the containers, not only the running ones
+        #[arg(short, long)]
+        all: bool,
+        /// Only the IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show what a container wrote to stdout and stderr
+    Logs {
+        /// Go on showing what it writes, until it stops
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines (or all)
+        #[arg(long, value_name = "N", default_value = "all")]
+        tail: String,
+        /// Show when each line was written
+        #[arg(short, long)]
+        timestamps: bool,
+        /// The container: its name, its ID, or the start of its ID
+        container: String,
+    },
+    /// Stop running containers: SIGTERM, then SIGKILL after a time
+    Stop {
+        /// Seconds to wait for it to end before killing it
+        #[arg(short, long, value_name = "SECS", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Start stopped containers again
+    Start {
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Remove stopped containers (-f: running ones too)
+    Rm {
+        /// Kill a running container first
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    // ANCHOR_END: container_commands
+    // @end
     /// The container's first process (started by `run`, not by you)
     #[command(hide = true)]
     Init,
@@ -115,6 +163,32 @@ pub struct RunArgs {
     /// Give the container the terminal (for an interactive shell: -ti)
     #[arg(short, long)]
     pub tty: bool,
+    // @stage 7
+
+    // ANCHOR: detach_args
+    /// Run the container in the background and print its ID
+    #[arg(short, long)]
+    pub detach: bool,
+
+    /// A name for the container (default: a random one)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Remove the container once it ends
+    #[arg(long)]
+    pub rm: bool,
+
+    /// Set an environment variable: KEY=VALUE, or KEY for this shell's
+    #[arg(
+        short,
+        long = "env",
+        value_name = "KEY=VALUE",
+        allow_hyphen_values = true
+    )]
+    pub env: Vec<String>,
+
+    // ANCHOR_END: detach_args
+    // @end
 
     // @stage 2
     // ANCHOR: limit_args

@@ -57,6 +57,11 @@ use crate::signals;
 // @stage 5
 use crate::volumes;
 // @end
+// @stage 7
+use crate::names;
+use crate::record::{Record, State};
+use std::time::SystemTime;
+// @end
 
 // ANCHOR: container
 // ANCHOR: create
@@ -67,8 +72,20 @@ pub struct Container {
     /// The digest of the image copy it stands on.
     layer: String,
     // @end
-    /// `lock`, open and locked: this `run` is alive.
-    _lock: File,
+    // @before 7
+    // /// `lock`, open and locked: this `run` is alive.
+    // _lock: File,
+    // @end
+    // @stage 7
+    /// `lock`, open and locked: this `run`, or the container's monitor,
+    /// is alive.
+    lock: File,
+    /// Whether dropping the handle leaves the directory: once the
+    /// container has started, its record says what becomes of it.
+    pub kept: bool,
+    /// `names/NAME`, given up with the directory.
+    name_link: PathBuf,
+    // @end
 }
 
 impl Container {
@@ -87,13 +104,26 @@ impl Container {
     // pub fn create(paths: &Paths, id: &str, layer: &Layer) -> Result<Container> {
     // @end
     // @stage 5
+    // @before 7
+    // /// Make the directory of container `id`, on the image copy `layer`,
+    // /// with the named volumes `volumes`.
+    // pub fn create(
+    //     paths: &Paths,
+    //     id: &str,
+    //     layer: &Layer,
+    //     volumes: &[String],
+    // ) -> Result<Container> {
+    // @end
+    // @end
+    // @stage 7
     /// Make the directory of container `id`, on the image copy `layer`,
-    /// with the named volumes `volumes`.
+    /// with the named volumes `volumes`, and give it the name `name`.
     pub fn create(
         paths: &Paths,
         id: &str,
         layer: &Layer,
         volumes: &[String],
+        name: &str,
     ) -> Result<Container> {
         // @end
         // @end
@@ -119,6 +149,11 @@ impl Container {
             // @stage 5
             make_and_record_volumes(paths, &new, volumes)?;
             // @end
+            // @stage 7
+            // Last, after everything that could fail: a name is only ever
+            // a directory's that exists.
+            names::claim(paths, name, id)?;
+            // @end
             fs::rename(&new, &dir)
                 .with_context(|| format!("rename to {}", dir.display()))?;
             Ok(f)
@@ -127,13 +162,23 @@ impl Container {
             Ok(lock) => lock,
             Err(err) => {
                 let _ = fs::remove_dir_all(&new);
+                // @stage 7
+                let _ = names::release(paths, name, id);
+                // @end
                 return Err(err);
             }
         };
         // From here on, dropping `container` removes the directory again.
         let container = Container {
             id: id.to_string(),
-            _lock: lock,
+            // @before 7
+            // _lock: lock,
+            // @end
+            // @stage 7
+            lock,
+            kept: false,
+            name_link: paths.name(name),
+            // @end
             dir,
             // @stage 4
             layer: layer.digest.clone(),
@@ -167,6 +212,36 @@ impl Container {
     pub fn short_id(&self) -> &str {
         id::short(&self.id)
     }
+    // @stage 7
+
+    /// The container's directory: `containers/ID/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Container `id` that exists already, to start it again: `lock` is
+    /// its lock, which the caller has taken.
+    pub fn open(paths: &Paths, id: &str, lock: File) -> Result<Container> {
+        let dir = paths.container(id);
+        let file = dir.join(LAYER);
+        let layer = fs::read_to_string(&file)
+            .with_context(|| format!("read {}", file.display()))?;
+        let record = Record::load(&dir)?;
+        Ok(Container {
+            id: id.to_string(),
+            lock,
+            kept: true,
+            name_link: paths.name(&record.name),
+            dir,
+            layer,
+        })
+    }
+
+    /// Its lock, for a process that takes the container over.
+    pub fn lock(&self) -> &File {
+        &self.lock
+    }
+    // @end
 }
 
 // @stage 4
@@ -262,11 +337,22 @@ fn make_and_record_volumes(
 // }
 // @end
 // @stage 6
-/// The named volumes of the running containers, with their short IDs.
+// @before 7
+// /// The named volumes of the running containers, with their short IDs.
+// @end
+// @stage 7
+/// The named volumes of the containers, with their short IDs: a stopped
+/// one will need its volumes when it starts again.
+// @end
 /// The caller holds `containers/` locked, so no container is being made.
 pub fn volumes_in_use(paths: &Paths) -> Result<Vec<(String, String)>> {
     let mut used = Vec::new();
-    for id in running(paths)? {
+    // @before 7
+    // for id in running(paths)? {
+    // @end
+    // @stage 7
+    for id in all(paths)? {
+        // @end
         let file = paths.container(&id).join(VOLUMES);
         match fs::read_to_string(&file) {
             Ok(names) => used.extend(
@@ -321,33 +407,45 @@ pub fn layers_in_use(paths: &Paths) -> Result<HashSet<String>> {
 // @end
 // @stage 6
 // ANCHOR: find_running
-/// The full ID of the running container `prefix` names: its ID, or the
-/// start of it, such as the short ID that is its hostname.
-pub fn find_running(paths: &Paths, prefix: &str) -> Result<String> {
-    let hex = prefix.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
-    if prefix.is_empty() || prefix.len() > 64 || !hex {
-        bail!(
-            "no such container: {prefix:?} (give its ID, or the start of it)"
-        );
+// @before 7
+// /// The full ID of the running container `prefix` names: its ID, or the
+// /// start of it, such as the short ID that is its hostname.
+// pub fn find_running(paths: &Paths, prefix: &str) -> Result<String> {
+//     let hex = prefix.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+//     if prefix.is_empty() || prefix.len() > 64 || !hex {
+//         bail!(
+//             "no such container: {prefix:?} (give its ID, or the start of it)"
+//         );
+//     }
+//     let found: Vec<String> = running(paths)?
+//         .into_iter()
+//         .filter(|id| id.starts_with(prefix))
+//         .collect();
+//     match found.as_slice() {
+//         [] => bail!("no such container: {prefix}"),
+//         [id] => Ok(id.clone()),
+//         several => bail!(
+//             "{prefix} starts the IDs of {} containers ({}): give more digits",
+//             several.len(),
+//             several
+//                 .iter()
+//                 .map(|id| id::short(id))
+//                 .collect::<Vec<_>>()
+//                 .join(", ")
+//         ),
+//     }
+// }
+// @end
+// @stage 7
+/// The full ID of the running container that `name` names (see `find`).
+pub fn find_running(paths: &Paths, name: &str) -> Result<String> {
+    let id = find(paths, name)?;
+    if !is_running(paths, &id)? {
+        bail!("container {name} is not running");
     }
-    let found: Vec<String> = running(paths)?
-        .into_iter()
-        .filter(|id| id.starts_with(prefix))
-        .collect();
-    match found.as_slice() {
-        [] => bail!("no such container: {prefix}"),
-        [id] => Ok(id.clone()),
-        several => bail!(
-            "{prefix} starts the IDs of {} containers ({}): give more digits",
-            several.len(),
-            several
-                .iter()
-                .map(|id| id::short(id))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+    Ok(id)
 }
+// @end
 
 /// The IDs of the running containers: those whose `run` holds its lock.
 pub fn running(paths: &Paths) -> Result<Vec<String>> {
@@ -369,12 +467,21 @@ pub fn running(paths: &Paths) -> Result<Vec<String>> {
         if !id::is_id(&id) {
             continue;
         }
-        // A lock we can take is a dead `run`'s (dropping it frees it). One
-        // we cannot take, or cannot even open, counts as alive: better keep
-        // a volume or an image too long than remove one under a container.
-        if lock(&entry.path().join(LOCK), false, LOCK_NOW).is_err() {
+        // @before 7
+        // // A lock we can take is a dead `run`'s (dropping it frees it). One
+        // // we cannot take, or cannot even open, counts as alive: better keep
+        // // a volume or an image too long than remove one under a container.
+        // if lock(&entry.path().join(LOCK), false, LOCK_NOW).is_err() {
+        //     ids.push(id);
+        // }
+        // @end
+        // @stage 7
+        // One we cannot even look at counts as alive: better keep a volume
+        // or an image too long than remove one under a container.
+        if is_running(paths, &id).unwrap_or(true) {
             ids.push(id);
         }
+        // @end
     }
     ids.sort();
     Ok(ids)
@@ -397,10 +504,172 @@ pub fn layers_of_running(paths: &Paths) -> Result<Vec<(String, String)>> {
 // ANCHOR_END: layers_of_running
 
 // @end
+// @stage 7
+// ANCHOR: find
+/// The full ID of the container that `name` names: its full ID, its name,
+/// or the start of its ID, looked for in that order, as Docker does.
+pub fn find(paths: &Paths, name: &str) -> Result<String> {
+    if id::is_id(name) && paths.container(name).is_dir() {
+        return Ok(name.to_string());
+    }
+    if let Some(id) = names::lookup(paths, name) {
+        return Ok(id);
+    }
+    let hex = name.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    let found: Vec<String> = match hex && !name.is_empty() {
+        true => all(paths)?
+            .into_iter()
+            .filter(|id| id.starts_with(name))
+            .collect(),
+        false => Vec::new(),
+    };
+    match found.as_slice() {
+        [] => bail!("no such container: {name}"),
+        [id] => Ok(id.clone()),
+        several => bail!(
+            "{name:?} starts the IDs of {} containers ({}): give more of it",
+            several.len(),
+            several
+                .iter()
+                .map(|id| id::short(id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The IDs of all the containers, running or not.
+pub fn all(paths: &Paths) -> Result<Vec<String>> {
+    let containers = paths.containers();
+    let entries = match fs::read_dir(&containers) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == NotFound => return Ok(Vec::new()),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("read {}", containers.display()))
+        }
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.with_context(|| format!("read {}", containers.display()))?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if id::is_id(&id) {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+// ANCHOR_END: find
+
+// ANCHOR: is_running
+/// Whether container `id` runs: its monitor (or foreground `run`) holds
+/// the container's lock, exclusively, for as long as it lives.
+///
+/// We only look: a *shared* lock, given back at once. Two who look at the
+/// same time do not get in each other's way, as two who took it
+/// exclusively would (each would think the other a monitor).
+pub fn is_running(paths: &Paths, id: &str) -> Result<bool> {
+    let path = paths.container(id).join(LOCK);
+    match lock(&path, false, libc::LOCK_SH | libc::LOCK_NB) {
+        Ok(_) => Ok(false),
+        Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => Ok(true),
+        Err(err) => Err(err),
+    }
+}
+
+/// Take container `id`'s lock to change it: None if it runs. Someone who
+/// only looks (`is_running`) holds it for a moment: then try again.
+pub fn take_if_stopped(paths: &Paths, id: &str) -> Result<Option<File>> {
+    let path = paths.container(id).join(LOCK);
+    loop {
+        match lock(&path, false, LOCK_NOW) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {}
+            Err(err) => return Err(err),
+        }
+        if is_running(paths, id)? {
+            return Ok(None);
+        }
+        signals::check_interrupted()?;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+// ANCHOR_END: is_running
+
+// ANCHOR: settle
+/// Container `id` has no monitor: bring its record up to date. `lock` is
+/// its lock, which we hold.
+///
+/// A record that still says "running" is a monitor's that was killed
+/// (`kill -9`) before it could write how the container ended. The
+/// container died with it (see namespace.rs); whatever escaped dies now,
+/// through its cgroup. How it ended, nobody knows: 255, as Docker says
+/// when it loses a container's shim. With `--rm`, it goes.
+pub fn settle(paths: &Paths, id: &str, lock: &File) -> Result<()> {
+    let dir = paths.container(id);
+    let Some(mut record) = Record::load_if_there(&dir)? else {
+        // Killed before its record was written: a `run` that never ran.
+        return remove(paths, id, lock);
+    };
+    if record.auto_remove {
+        return remove(paths, id, lock);
+    }
+    if record.state == State::Running {
+        Cgroup::of_dead_container(id).and_then(Cgroup::kill_and_remove)?;
+        record.state = State::Exited;
+        record.exit_code = Some(255);
+        record.finished = Some(SystemTime::now());
+        record.save(&dir)?;
+    }
+    Ok(())
+}
+
+/// Whether the record of a container without a monitor needs `settle`.
+pub fn unsettled(record: &Record) -> bool {
+    record.state == State::Running || record.auto_remove
+}
+// ANCHOR_END: settle
+
+// ANCHOR: remove
+/// Remove container `id`, which does not run: what may be left of its
+/// cgroup, its directory (record, log, writable layer), its name. `lock`
+/// is its lock, which we hold.
+pub fn remove(paths: &Paths, id: &str, _lock: &File) -> Result<()> {
+    Cgroup::of_dead_container(id).and_then(Cgroup::kill_and_remove)?;
+    let dir = paths.container(id);
+    let record = Record::load_if_there(&dir).ok().flatten();
+    // Renamed away first: the container is gone in one step, and an `rm`
+    // killed while it removes the files leaves a `.ID.removing`, which
+    // the next sweep removes.
+    let doomed = paths.containers().join(format!(".{id}.removing"));
+    {
+        let _store = lock_store(paths)?;
+        fs::rename(&dir, &doomed).with_context(|| {
+            format!("rename {} to {}", dir.display(), doomed.display())
+        })?;
+        if let Some(record) = record {
+            names::release(paths, &record.name, id)?;
+        }
+    }
+    fs::remove_dir_all(&doomed)
+        .with_context(|| format!("remove {}", doomed.display()))
+}
+// ANCHOR_END: remove
+
+// @end
 // ANCHOR: drop
 /// However `run` ends, an error included, the container's files go with it.
 impl Drop for Container {
     fn drop(&mut self) {
+        // @stage 7
+        if self.kept {
+            return;
+        }
+        // Not started: as if `run` had never made it. Its name goes too.
+        let _ = names::release_link(&self.name_link, &self.id);
+        // @end
         if let Err(err) = fs::remove_dir_all(&self.dir) {
             eprintln!("mydocker: remove {}: {err}", self.dir.display());
         }
@@ -428,10 +697,37 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
             let _ = fs::remove_dir_all(entry.path());
             continue;
         }
+        // @stage 7
+        // Being removed by an `rm` that was killed, or that still runs:
+        // then one of us gets ENOENT, which is fine.
+        let doomed = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".removing"));
+        if doomed.is_some_and(id::is_id) {
+            let _ = fs::remove_dir_all(entry.path());
+            continue;
+        }
+        // @end
         // Only what a `run` made: the name becomes a cgroup path below.
         if !entry.path().is_dir() || !id::is_id(&name) {
             continue;
         }
+        // @stage 7
+        // A container that runs, or that stopped and stays until `rm`:
+        // nothing to do. We only look, so as not to get in the way of a
+        // `start` or an `rm` (see is_running).
+        if is_running(paths, &name).unwrap_or(true) {
+            continue;
+        }
+        match Record::load_if_there(&entry.path()) {
+            Ok(Some(record)) if !unsettled(&record) => continue,
+            Ok(_) => {}
+            Err(err) => {
+                eprintln!("mydocker: warning: {err:#}");
+                continue;
+            }
+        }
+        // @end
         // No lock file: not made by a `run` that locks (an older mydocker,
         // say), so we cannot tell whether it is alive. Leave it alone.
         // Not blocking: a lock we cannot have is held by a live `run`.
@@ -442,16 +738,26 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
     }
     // Holding their locks, we may let other `run`s start while we clean.
     drop(store);
-    for (dir, id, _lock) in dead {
+    // @before 7
+    // for (dir, id, _lock) in dead {
+    // @end
+    // @stage 7
+    for (_, id, lock) in dead {
+        // @end
         signals::check_interrupted()?;
-        // The container died with its `run` (see namespace.rs), but its
-        // cgroup stayed: that was `run`'s to remove.
-        let removed = Cgroup::of_dead_container(&id)
-            .and_then(Cgroup::kill_and_remove)
-            .and_then(|()| {
-                fs::remove_dir_all(&dir)
-                    .with_context(|| format!("remove {}", dir.display()))
-            });
+        // @before 7
+        // // The container died with its `run` (see namespace.rs), but its
+        // // cgroup stayed: that was `run`'s to remove.
+        // let removed = Cgroup::of_dead_container(&id)
+        //     .and_then(Cgroup::kill_and_remove)
+        //     .and_then(|()| {
+        //         fs::remove_dir_all(&dir)
+        //             .with_context(|| format!("remove {}", dir.display()))
+        //     });
+        // @end
+        // @stage 7
+        let removed = settle(paths, &id, &lock);
+        // @end
         // One that cannot go must not keep the others: try the next.
         if let Err(err) = removed {
             eprintln!("mydocker: warning: {err:#}");

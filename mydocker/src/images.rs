@@ -165,13 +165,29 @@ pub fn images(paths: &Paths, quiet: bool) -> Result<i32> {
 
 /// Docker's columns: as wide as their widest cell and 3 spaces, at least
 /// 10 characters.
-fn print_table(header: [String; 5], rows: Vec<[String; 5]>) {
-    let mut widths = header.clone().map(|cell| (cell.len() + 3).max(10));
+// @before 7
+// fn print_table(header: [String; 5], rows: Vec<[String; 5]>) {
+//     let mut widths = header.clone().map(|cell| (cell.len() + 3).max(10));
+//     for row in &rows {
+//         for (width, cell) in widths.iter_mut().zip(row) {
+//             *width = (*width).max(cell.len() + 3);
+//         }
+//     }
+// @end
+// @stage 7
+/// (Counted in characters: `ps` cuts commands with a `…`.)
+pub fn print_table<const N: usize>(
+    header: [String; N],
+    rows: Vec<[String; N]>,
+) {
+    let width = |cell: &String| cell.chars().count() + 3;
+    let mut widths = header.clone().map(|cell| width(&cell).max(10));
     for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len() + 3);
+        for (column, cell) in widths.iter_mut().zip(row) {
+            *column = (*column).max(width(cell));
         }
     }
+    // @end
     for row in std::iter::once(header).chain(rows) {
         let mut line = String::new();
         for (cell, width) in row.iter().zip(widths) {
@@ -183,7 +199,12 @@ fn print_table(header: [String; 5], rows: Vec<[String; 5]>) {
 
 // ANCHOR: ago
 /// How long ago `time` was, in Docker's words (and with its rounding).
-fn ago(time: SystemTime) -> String {
+// @before 7
+// fn ago(time: SystemTime) -> String {
+// @end
+// @stage 7
+pub fn ago(time: SystemTime) -> String {
+    // @end
     let age = SystemTime::now()
         .duration_since(time)
         .unwrap_or_default()

@@ -6,7 +6,12 @@
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::FromRawFd;
+// @before 7
+// use std::os::fd::FromRawFd;
+// @end
+// @stage 7
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd};
+// @end
 // @stage 3
 use std::path::Path;
 // @end
@@ -77,6 +82,38 @@ pub fn init() -> Result<i32> {
 }
 // ANCHOR_END: init
 
+// @stage 7
+// ANCHOR: report
+/// `mydocker init`, whose failure goes to the monitor rather than only to
+/// stderr: the container's stderr is its log, and `run -d` must say why a
+/// container could not start. The monitor reads init's socket (fd 3)
+/// after sending the orders: nothing but end-of-file means the command
+/// started; anything else is why it did not.
+pub fn main() -> i32 {
+    match init() {
+        Ok(code) => code,
+        Err(err) => {
+            report(&format!("mydocker: {err:#}\n"));
+            crate::exit_code(&err)
+        }
+    }
+}
+
+/// Tell the monitor why the command did not start: through fd 3 when a
+/// monitor started us, else on stderr.
+fn report(message: &str) {
+    if getpid().as_raw() == 1 && fcntl(PIPE_FD, FcntlArg::F_GETFD).is_ok() {
+        // SAFETY: fd 3 is open (checked just above) and stays open.
+        let pipe = unsafe { BorrowedFd::borrow_raw(PIPE_FD) };
+        if nix::unistd::write(pipe, message.as_bytes()).is_ok() {
+            return;
+        }
+    }
+    eprint!("{message}");
+}
+// ANCHOR_END: report
+
+// @end
 // ANCHOR: read_config
 /// Read the configuration that the parent writes into the pipe. This blocks
 /// until the parent closes its end, which is how the parent holds the
@@ -93,6 +130,12 @@ fn read_config() -> Result<ContainerConfig> {
     let mut json = String::new();
     pipe.read_to_string(&mut json)
         .context("read from the init pipe")?;
+    // @stage 7
+    // Kept open, to report a failure (see `main`); close-on-exec, like
+    // every descriptor of ours (`hand_over`), so the monitor reads
+    // end-of-file when the command starts.
+    let _ = pipe.into_raw_fd();
+    // @end
     serde_json::from_str(&json)
         .context("parse the configuration from the init pipe")
 }
@@ -193,7 +236,12 @@ fn exec(command: &[String]) -> Result<i32> {
         Errno::EACCES => (126, "permission denied"),
         other => (126, other.desc()),
     };
-    eprintln!("mydocker: exec {:?}: {why}", command[0]);
+    // @before 7
+    // eprintln!("mydocker: exec {:?}: {why}", command[0]);
+    // @end
+    // @stage 7
+    report(&format!("mydocker: exec {:?}: {why}\n", command[0]));
+    // @end
     Ok(code)
 }
 // ANCHOR_END: exec

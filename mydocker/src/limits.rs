@@ -17,7 +17,13 @@ use crate::cli::RunArgs;
 pub const CPU_PERIOD: u64 = 100_000;
 
 /// The limits of one container, in the units the kernel wants.
-#[derive(Debug, Default, PartialEq)]
+// @before 7
+// #[derive(Debug, Default, PartialEq)]
+// @end
+// @stage 7
+// Kept in the container's record: `start` makes its cgroup again.
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+// @end
 pub struct Limits {
     /// `-m`: memory in bytes.
     pub memory: Option<u64>,

@@ -29,6 +29,15 @@ mod images;
 // @stage 4
 mod layers;
 // @end
+// @stage 7
+mod lifecycle;
+mod logs;
+mod monitor;
+mod names;
+mod process;
+mod ps;
+mod record;
+// @end
 // @stage 2
 mod info;
 // @end
@@ -90,7 +99,35 @@ fn main() {
             output.as_deref(),
         ),
         // @end
-        Command::Init => init::init(),
+        // @stage 7
+        Command::Ps { all, quiet } => {
+            ps::ps(&paths::Paths::new(cli.root), all, quiet)
+        }
+        Command::Logs {
+            follow,
+            tail,
+            timestamps,
+            container,
+        } => logs::parse_tail(&tail).and_then(|tail| {
+            let paths = paths::Paths::new(cli.root);
+            logs::logs(&paths, &container, follow, tail, timestamps)
+        }),
+        Command::Stop { time, containers } => {
+            lifecycle::stop(&paths::Paths::new(cli.root), &containers, time)
+        }
+        Command::Start { containers } => {
+            lifecycle::start(&paths::Paths::new(cli.root), &containers)
+        }
+        Command::Rm { force, containers } => {
+            lifecycle::rm(&paths::Paths::new(cli.root), &containers, force)
+        }
+        // @end
+        // @before 7
+        // Command::Init => init::init(),
+        // @end
+        // @stage 7
+        Command::Init => Ok(init::main()),
+        // @end
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -38,9 +38,16 @@ const STACK_SIZE: usize = 256 * 1024;
 /// Clone a child into new namespaces and make it execute `mydocker init`.
 ///
 /// `pipe` becomes the child's file descriptor 3: init reads its orders there.
-/// `stdin` replaces the child's standard input when given (`/dev/null`
-/// unless the user asked for `-i`).
-pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
+// @before 7
+// /// `stdin` replaces the child's standard input when given (`/dev/null`
+// /// unless the user asked for `-i`).
+// pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
+// @end
+// @stage 7
+/// `stdio` replace the child's standard input, output and error when given
+/// (`/dev/null` unless the user asked for `-i`; the monitor's pipes).
+pub fn spawn_init(pipe: &OwnedFd, stdio: [Option<&OwnedFd>; 3]) -> Result<Pid> {
+    // @end
     // Re-execute ourselves: /proc/self/exe is always the running binary,
     // wherever it was installed. Its `init` subcommand runs inside the new
     // namespaces, and is the container's PID 1.
@@ -49,7 +56,12 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
 
     // Prepare everything before clone: the child makes only system calls.
     let pipe_fd = pipe.as_raw_fd();
-    let stdin_fd = stdin.map(AsRawFd::as_raw_fd);
+    // @before 7
+    // let stdin_fd = stdin.map(AsRawFd::as_raw_fd);
+    // @end
+    // @stage 7
+    let stdio_fds = stdio.map(|fd| fd.map(AsRawFd::as_raw_fd));
+    // @end
     let mut stack = vec![0u8; STACK_SIZE];
     // ANCHOR_END: spawn_prepare
 
@@ -75,11 +87,22 @@ pub fn spawn_init(pipe: &OwnedFd, stdin: Option<&OwnedFd>) -> Result<Pid> {
         if moved.is_err() {
             return 125;
         }
-        if let Some(fd) = stdin_fd {
-            if dup2(fd, 0).is_err() {
-                return 125;
+        // @before 7
+        // if let Some(fd) = stdin_fd {
+        //     if dup2(fd, 0).is_err() {
+        //         return 125;
+        //     }
+        // }
+        // @end
+        // @stage 7
+        for (target, fd) in stdio_fds.iter().enumerate() {
+            if let Some(fd) = fd {
+                if dup2(*fd, target as i32).is_err() {
+                    return 125;
+                }
             }
         }
+        // @end
         let _ = execv(&exe, &argv);
         // Only reached when execv failed. Write with write(2) directly: no
         // allocation, no lock, between clone and exec.

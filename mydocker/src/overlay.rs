@@ -16,9 +16,21 @@
 //! table never shows it, and it goes away with the namespace, however the
 //! container ends.
 
+// @stage 7
+use std::fs;
+use std::io::ErrorKind;
+// @end
 use std::path::Path;
+// @stage 7
+use std::time::{Duration, SystemTime};
+// @end
 
-use anyhow::{anyhow, Context, Result};
+// @before 7
+// use anyhow::{anyhow, Context, Result};
+// @end
+// @stage 7
+use anyhow::{anyhow, bail, Context, Result};
+// @end
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sys::statfs::{statfs, FsType, OVERLAYFS_SUPER_MAGIC};
@@ -43,9 +55,16 @@ pub fn mount_root(rootfs: &Path, lower: &Path) -> Result<()> {
     // directory are short and plain, whatever the state root is called.
     let dir = rootfs.parent().context("the rootfs has no parent")?;
     chdir(dir).with_context(|| format!("chdir({})", dir.display()))?;
+    // @before 7
+    // // volatile: no sync of the upper layer's filesystem when the overlay
+    // // goes (a journal commit for every container). The layer is removed
+    // // when the container ends: nothing in it need survive a crash.
+    // @end
+    // @stage 7
     // volatile: no sync of the upper layer's filesystem when the overlay
-    // goes (a journal commit for every container). The layer is removed
-    // when the container ends: nothing in it need survive a crash.
+    // goes (a journal commit for every container). Only a crash of the
+    // machine can then lose the layer's last writes: see `reuse`.
+    // @end
     let options = format!(
         "lowerdir={},upperdir={UPPER},workdir={WORK},volatile",
         lower.display()
@@ -85,4 +104,46 @@ fn unusable(dir: &Path, errno: Errno, options: &str) -> anyhow::Error {
     )
 }
 // ANCHOR_END: unusable
+// @stage 7
+
+// ANCHOR: reuse
+/// Before a stopped container's overlay is mounted again (`start`).
+///
+/// A `volatile` mount leaves a mark in the work directory, and the kernel
+/// refuses to mount the layer again while it is there: a crash may have
+/// lost writes that were never synced. If the machine has not restarted
+/// since the mark was made, the page cache still holds them all: the mark
+/// can go.
+pub fn reuse(container: &Path) -> Result<()> {
+    let mark = container.join(WORK).join("work/incompat/volatile");
+    let made = match fs::metadata(&mark) {
+        Ok(meta) => meta.modified().context("the mark's time")?,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) => {
+            return Err(err).with_context(|| format!("stat {}", mark.display()))
+        }
+    };
+    if made < boot_time()? {
+        bail!(
+            "the machine restarted while the container's layer was in use: \
+             its last writes may be lost ({} is there); remove the container",
+            mark.display()
+        );
+    }
+    // It holds a file, `dirty`.
+    fs::remove_dir_all(&mark)
+        .with_context(|| format!("remove {}", mark.display()))
+}
+
+/// When the machine started: `btime` in /proc/stat.
+fn boot_time() -> Result<SystemTime> {
+    let stat = fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let secs = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
+        .context("no btime in /proc/stat")?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+// ANCHOR_END: reuse
+// @end
 // @end

@@ -62,11 +62,22 @@ impl Paths {
         // ];
         // @end
         // @stage 5
+        // @before 7
+        // let dirs = [
+        //     (self.images(), 0o755),
+        //     (self.layers(), 0o700),
+        //     (self.containers(), 0o700),
+        //     (self.volumes(), 0o700),
+        // ];
+        // @end
+        // @end
+        // @stage 7
         let dirs = [
             (self.images(), 0o755),
             (self.layers(), 0o700),
             (self.containers(), 0o700),
             (self.volumes(), 0o700),
+            (self.names(), 0o700),
         ];
         // @end
         for (dir, mode) in dirs {
@@ -151,6 +162,18 @@ impl Paths {
     /// `volumes/NAME/`: one named volume's files.
     pub fn volume(&self, name: &str) -> PathBuf {
         self.volumes().join(name)
+    }
+    // @end
+    // @stage 7
+
+    /// `names/`: the containers' names.
+    pub fn names(&self) -> PathBuf {
+        self.root.join("names")
+    }
+
+    /// `names/NAME`: a symbolic link to the ID of the container named NAME.
+    pub fn name(&self, name: &str) -> PathBuf {
+        self.names().join(name)
     }
     // @end
 }

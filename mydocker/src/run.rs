@@ -4,14 +4,32 @@
 //! it what to run through a pipe, then waits and reports how it ended.
 
 use std::fs::File;
-use std::io::{IsTerminal, Write};
-use std::os::fd::OwnedFd;
+// @before 7
+// use std::io::{IsTerminal, Write};
+// use std::os::fd::OwnedFd;
+// @end
+// @stage 7
+use std::io::IsTerminal;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::SystemTime;
+// @end
 
 use anyhow::{bail, Context, Result};
+// @stage 7
+use nix::errno::Errno;
+use nix::sys::socket::{
+    shutdown, socketpair, AddressFamily, Shutdown, SockFlag, SockType,
+};
+// @end
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::{pipe2, Pid, Uid};
+// @before 7
+// use nix::unistd::{pipe2, Pid, Uid};
+// @end
+// @stage 7
+use nix::unistd::{pipe2, write, Pid, Uid};
+// @end
 
 // @stage 2
 use crate::cgroups::{Cgroup, Layout, Plan};
@@ -35,6 +53,11 @@ use crate::paths::Paths;
 use crate::volumes;
 // @end
 use crate::{namespace, signals};
+// @stage 7
+use crate::monitor::{self, Detached, How, Notify, Output, Watch};
+use crate::names;
+use crate::record::{Record, State};
+// @end
 
 // ANCHOR: run
 // @before 3
@@ -48,7 +71,17 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
             "run needs root to create namespaces: try `sudo mydocker run ...`"
         );
     }
-    if args.tty && args.interactive && !std::io::stdin().is_terminal() {
+    // @before 7
+    // if args.tty && args.interactive && !std::io::stdin().is_terminal() {
+    // @end
+    // @stage 7
+    let foreground = !args.detach;
+    if foreground
+        && args.tty
+        && args.interactive
+        && !std::io::stdin().is_terminal()
+    {
+        // @end
         bail!(
             "-t needs a terminal on standard input: \
              drop -t when you pipe into the container"
@@ -76,6 +109,12 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // @end
     // @stage 5
     let specs = volumes::parse_all(&args.volumes)?;
+    // @end
+    // @stage 7
+    let env = parse_env(&args.env)?;
+    if let Some(name) = &args.name {
+        names::check(name)?;
+    }
     // @end
     // @stage 3
     // ANCHOR: container
@@ -118,7 +157,18 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // @end
     // @stage 5
     let named = volumes::names(&specs);
-    let container = Container::create(paths, &id, &layer, &named)?;
+    // @before 7
+    // let container = Container::create(paths, &id, &layer, &named)?;
+    // @end
+    // @end
+    // @stage 7
+    // Chosen while `layers/` is locked, which no other `run` can take:
+    // nobody else can choose the same random name meanwhile.
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => names::random(paths),
+    };
+    let container = Container::create(paths, &id, &layer, &named, &name)?;
     // @end
     // Then the copies nobody uses any more: this image's previous one, say.
     if let Err(err) = layers.remove_unused() {
@@ -140,25 +190,140 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
         lower: container.lower(),
         // @end
         hostname: container.short_id().to_string(),
-        env: environment(container.short_id(), args.tty),
+        // @before 7
+        // env: environment(container.short_id(), args.tty),
+        // @end
+        // @stage 7
+        env: environment(container.short_id(), args.tty, env),
+        // @end
         // @stage 5
         volumes,
         // @end
         // @end
     };
-
-    // O_CLOEXEC: no process that we start keeps a copy of these ends by
-    // accident. init sees EOF only once *every* write end is closed.
-    let (pipe_read, pipe_write) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
-    let stdin = if args.interactive {
-        None
-    } else {
-        Some(OwnedFd::from(
-            File::open("/dev/null").context("open(/dev/null)")?,
-        ))
+    // @stage 7
+    // ANCHOR: record
+    let record = Record {
+        id: id.clone(),
+        name,
+        image: args.image,
+        created: SystemTime::now(),
+        state: State::Created,
+        started: None,
+        finished: None,
+        exit_code: None,
+        pid: None,
+        pid_started: None,
+        auto_remove: args.rm,
+        interactive: args.interactive,
+        config,
+        limits,
     };
+    record.save(container.dir())?;
+    let how = How {
+        detach: args.detach,
+        interactive: args.interactive,
+        tty: args.tty,
+    };
+    // `run -d` prints the ID, as Docker's does.
+    launch(paths, container, record, plan, how, &id)
+}
+// ANCHOR_END: record
 
-    let child = namespace::spawn_init(&pipe_read, stdin.as_ref())?;
+// ANCHOR: launch
+/// Start container `record`: in this process, which is then its monitor,
+/// or, with `-d`, in a new monitor, once it says that the command runs.
+/// Then print `say`. (`run` and `start` both come here.)
+pub fn launch(
+    paths: &Paths,
+    mut container: Container,
+    mut record: Record,
+    plan: Plan,
+    how: How,
+    say: &str,
+) -> Result<i32> {
+    let mut notify = None;
+    if how.detach {
+        match monitor::detach()? {
+            Detached::Caller(caller) => {
+                // The monitor has the container now; we only wait.
+                container.kept = true;
+                return caller.wait_started(&record.id, say);
+            }
+            Detached::Monitor(monitor) => notify = Some(monitor),
+        }
+    }
+    let result =
+        supervise(paths, container, &mut record, plan, how, notify.as_mut());
+    if let (Err(err), Some(notify)) = (&result, notify.as_mut()) {
+        notify.failed(crate::exit_code(err), &format!("mydocker: {err:#}\n"));
+    }
+    result
+}
+// ANCHOR_END: launch
+
+// ANCHOR: supervise
+/// The monitor's work: the container's first process, its cgroup, its
+/// output, its end.
+fn supervise(
+    paths: &Paths,
+    container: Container,
+    record: &mut Record,
+    plan: Plan,
+    how: How,
+    mut notify: Option<&mut Notify>,
+) -> Result<i32> {
+    // @end
+    // @before 7
+    //
+    // // O_CLOEXEC: no process that we start keeps a copy of these ends by
+    // // accident. init sees EOF only once *every* write end is closed.
+    // let (pipe_read, pipe_write) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+    // let stdin = if args.interactive {
+    //     None
+    // } else {
+    //     Some(OwnedFd::from(
+    //         File::open("/dev/null").context("open(/dev/null)")?,
+    //     ))
+    // };
+    //
+    // let child = namespace::spawn_init(&pipe_read, stdin.as_ref())?;
+    // @end
+    // @stage 7
+    // A socket rather than a pipe: init reads its orders from it, then
+    // writes back why it failed, if it does (see init.rs). CLOEXEC: no
+    // process that we start keeps a copy of these ends by accident.
+    let (pipe_read, pipe_write) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context("socketpair")?;
+    // -d -i: a pipe that nobody writes to (until `attach` exists), so
+    // that `sh` waits for its input instead of ending.
+    let (stdin, _keep_open) = match (how.interactive, how.detach) {
+        (true, false) => (None, None),
+        (true, true) => {
+            let (read, write) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+            (Some(read), Some(write))
+        }
+        (false, _) => (
+            Some(OwnedFd::from(
+                File::open("/dev/null").context("open(/dev/null)")?,
+            )),
+            None,
+        ),
+    };
+    let mut output = Output::new(how)?;
+    let [stdout, stderr] = &output.theirs;
+    let stdio = [stdin.as_ref(), stdout.as_ref(), stderr.as_ref()];
+
+    let child = namespace::spawn_init(&pipe_read, stdio)?;
+    // The child has its copies: our write ends must go, or we would never
+    // read end-of-file.
+    output.theirs = [None, None];
+    // @end
     signals::forward_to(child);
     // ANCHOR: interrupted
     // A signal that came before forward_to found no container to go to:
@@ -187,9 +352,26 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     }
     // ANCHOR_END: attach
     // @end
-    let sent = send_config(pipe_write, &config);
-
+    // @before 7
+    // let sent = send_config(pipe_write, &config);
+    //
+    // let code = wait_for(child)?;
+    // @end
+    // @stage 7
+    let sent = send_config(&pipe_write, &record.config);
+    let watched = Watch {
+        child,
+        report: Some(pipe_write),
+        output: std::mem::take(&mut output.ours),
+        echo: !how.detach,
+        record: &mut *record,
+        container: &container,
+        notify: notify.as_deref_mut(),
+    }
+    .watch();
     let code = wait_for(child)?;
+    let failure = watched?;
+    // @end
     // @stage 2
     // ANCHOR: cleanup
     // The container has ended (however: exit, signal, OOM kill): its
@@ -200,15 +382,34 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     // ANCHOR_END: cleanup
     // @end
     sent?;
+    // @stage 7
+    // Why init failed, if it did: ours to print, or the caller's of `-d`.
+    if let Some(message) = failure {
+        match notify {
+            Some(notify) => notify.failed(code, &message),
+            None => eprint!("{message}"),
+        }
+    }
+    monitor::finish(paths, container, record, code)?;
+    // @end
     Ok(code)
 }
+// @stage 7
+// ANCHOR_END: supervise
+// @end
 // ANCHOR_END: run
 
 // @stage 3
 // ANCHOR: environment
 /// A clean environment for the command, as Docker gives it: the host's
 /// variables (its PATH, HOME, SSH_AUTH_SOCK...) are none of its business.
-fn environment(hostname: &str, tty: bool) -> Vec<String> {
+// @before 7
+// fn environment(hostname: &str, tty: bool) -> Vec<String> {
+// @end
+// @stage 7
+/// Then the user's `-e`: a later value for a name replaces an earlier one.
+fn environment(hostname: &str, tty: bool, user: Vec<String>) -> Vec<String> {
+    // @end
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
             .to_string(),
@@ -218,20 +419,79 @@ fn environment(hostname: &str, tty: bool) -> Vec<String> {
     if tty {
         env.push("TERM=xterm".to_string());
     }
+    // @stage 7
+    for pair in user {
+        let name = pair.split('=').next().unwrap_or_default().to_string();
+        env.retain(|old| old.split('=').next() != Some(name.as_str()));
+        env.push(pair);
+    }
+    // @end
     env
 }
 // ANCHOR_END: environment
+// @stage 7
+
+// ANCHOR: parse_env
+/// `-e NAME=VALUE`, or `-e NAME` for our own value of NAME (none if we
+/// have none, as in Docker), checked before anything is made.
+fn parse_env(options: &[String]) -> Result<Vec<String>> {
+    let mut env = Vec::new();
+    for option in options {
+        let (name, value) = match option.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (option.as_str(), None),
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            bail!(
+                "-e {option:?}: a variable's name must be a word, \
+                 without spaces: -e NAME=VALUE"
+            );
+        }
+        let value = match value {
+            Some(value) => value,
+            None => match std::env::var(name) {
+                Ok(value) => value,
+                Err(_) => continue,
+            },
+        };
+        env.push(format!("{name}={value}"));
+    }
+    Ok(env)
+}
+// ANCHOR_END: parse_env
+// @end
 
 // @end
 // ANCHOR: send_config
-/// Write the configuration as JSON and close the pipe, which releases init.
-fn send_config(pipe: OwnedFd, config: &ContainerConfig) -> Result<()> {
+// @before 7
+// /// Write the configuration as JSON and close the pipe, which releases init.
+// fn send_config(pipe: OwnedFd, config: &ContainerConfig) -> Result<()> {
+// @end
+// @stage 7
+/// Write the configuration as JSON and shut our sending side, which
+/// releases init. We keep the socket, to hear from init.
+fn send_config(pipe: &OwnedFd, config: &ContainerConfig) -> Result<()> {
+    // @end
     // Serialized first, then written at once: serde_json writes each token
     // as it goes, and every small write to a pipe wakes init up again.
     let json = serde_json::to_vec(config).context("serialize the config")?;
-    let mut pipe = File::from(pipe);
-    pipe.write_all(&json).context("write to the init pipe")?;
-    Ok(()) // dropping `pipe` closes it: init reads end-of-file
+    // @before 7
+    // let mut pipe = File::from(pipe);
+    // pipe.write_all(&json).context("write to the init pipe")?;
+    // Ok(()) // dropping `pipe` closes it: init reads end-of-file
+    // @end
+    // @stage 7
+    let mut written = &json[..];
+    while !written.is_empty() {
+        match write(pipe, written) {
+            Ok(n) => written = &written[n..],
+            Err(Errno::EINTR) => {}
+            Err(err) => return Err(err).context("write to init's socket"),
+        }
+    }
+    // init reads end-of-file, as when a pipe is closed.
+    shutdown(pipe.as_raw_fd(), Shutdown::Write).context("shutdown")
+    // @end
 }
 // ANCHOR_END: send_config
 

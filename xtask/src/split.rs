@@ -233,6 +233,10 @@ fn uncomment(line: &str, comment: &str) -> Result<String> {
         .strip_prefix(comment)
         .context("not a comment")?;
     let body = body.strip_prefix(' ').unwrap_or(body);
+    // A commented blank line is a blank line, without the indentation.
+    if body.is_empty() {
+        return Ok(String::new());
+    }
     Ok(format!("{}{}", &line[..indent], body))
 }
 
@@ -251,7 +255,7 @@ mod tests {
     fn uncomments_replaced_code_before_its_stage() {
         assert_eq!(filter(SOURCE, 0, "//").unwrap(), "a\nold\nc\n");
         assert_eq!(uncomment("    //   x", "//").unwrap(), "      x");
-        assert_eq!(uncomment("  //", "//").unwrap(), "  ");
+        assert_eq!(uncomment("  //", "//").unwrap(), "");
     }
 
     #[test]

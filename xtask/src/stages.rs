@@ -32,6 +32,10 @@ pub const STAGES: &[Stage] = &[
         number: 6,
         slug: "06-commit",
     },
+    Stage {
+        number: 7,
+        slug: "07-detach",
+    },
 ];
 
 pub fn last() -> u32 {
