@@ -247,8 +247,14 @@ impl Watch<'_> {
                             self.output[slot - 1] = None;
                             continue;
                         }
-                        if let Some(log) = &mut log {
-                            log.write(stream, &buffer[..n])?;
+                        if let Some(writer) = &mut log {
+                            // A full disk must not stop the container:
+                            // its output is then not logged any more.
+                            if let Err(err) = writer.write(stream, &buffer[..n])
+                            {
+                                eprintln!("mydocker: warning: {err:#}");
+                                log = None;
+                            }
                         }
                         if self.echo && !echo(stream, &buffer[..n]) {
                             // Our reader is gone (`run ... | head -1`):
@@ -261,7 +267,9 @@ impl Watch<'_> {
             }
         }
         if let Some(log) = &mut log {
-            log.flush()?;
+            if let Err(err) = log.flush() {
+                eprintln!("mydocker: warning: {err:#}");
+            }
         }
         Ok((!message.is_empty())
             .then(|| String::from_utf8_lossy(&message).into_owned()))

@@ -96,9 +96,17 @@ fn row(record: &Record) -> [String; 6] {
     ]
 }
 
-/// The command as Docker shows it: cut to 20 characters, quoted.
+/// The command as Docker shows it: an argument with a space in single
+/// quotes (not the program), cut to 20 characters, in double quotes.
 fn command(command: &[String]) -> String {
-    let text = command.join(" ");
+    let mut words = Vec::new();
+    for (i, word) in command.iter().enumerate() {
+        match i > 0 && word.contains(' ') {
+            true => words.push(format!("'{word}'")),
+            false => words.push(word.clone()),
+        }
+    }
+    let text = words.join(" ");
     let text = match text.chars().count() {
         0..=20 => text,
         _ => text.chars().take(19).chain(['…']).collect(),
@@ -116,9 +124,10 @@ mod tests {
         let words =
             |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
         assert_eq!(command(&words("sleep 1000")), r#""sleep 1000""#);
+        let script = ["sh", "-c", "while true; do sleep 1; done"];
         assert_eq!(
-            command(&words("sh -c while true; do sleep 1; done")),
-            r#""sh -c while true; d…""#
+            command(&script.map(String::from)),
+            r#""sh -c 'while true; …""#
         );
         assert_eq!(command(&words("echo \"hi\"")), r#""echo \"hi\"""#);
     }

@@ -369,6 +369,11 @@ fn supervise(
         notify: notify.as_deref_mut(),
     }
     .watch();
+    if watched.is_err() {
+        // Nobody would read its output any more: it must not run on.
+        // (Our child, not reaped yet: its PID is still its own.)
+        let _ = kill(child, Signal::SIGKILL);
+    }
     let code = wait_for(child)?;
     let failure = watched?;
     // @end

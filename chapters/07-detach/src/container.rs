@@ -2,13 +2,13 @@
 //! writable layer (`upper/`, `work/`), the mount point of its overlay
 //! (`rootfs/`), and the name of the image copy below it (`layer`).
 //!
-//! The directory lives exactly as long as the `run` that made it: `run`
-//! removes it when the container ends, and if `run` itself is killed
-//! (`kill -9` gives it no chance to clean up), the next `run` notices and
-//! removes what it left. To tell a live container from a dead one, each
-//! `run` holds a lock on the file `containers/ID/lock`: flock(2) locks
-//! belong to an open file, so the kernel releases them when their holder
-//! dies, however it dies.
+//! The directory lives until `rm` (or, with `--rm`, until the container
+//! ends), with the container's record (record.rs) and log (logs.rs). To
+//! tell a running container from a stopped one, its monitor (monitor.rs)
+//! holds a lock on the file `containers/ID/lock`: flock(2) locks belong to
+//! an open file, so the kernel releases them when their holder dies,
+//! however it dies. A record that says "running" while nobody holds the
+//! lock is a killed monitor's: the next command that sees it settles it.
 
 use std::collections::HashSet;
 use std::io::ErrorKind::{NotADirectory, NotFound};

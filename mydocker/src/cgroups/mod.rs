@@ -376,7 +376,22 @@ impl Cgroup {
     /// the container dies with its `run`. But a cgroup's own list of its
     /// processes is the one list that no process can leave by forking.
     pub fn kill_and_remove(mut self) -> Result<()> {
+        // @before 7
+        // for leaf in &self.leaves {
+        // @end
+        // @stage 7
+        // Stopped first: then no process that a list names can end, and
+        // its PID go to another process, before our kill reaches it. v2
+        // (Linux 5.14) kills a whole cgroup by itself; v1 freezes it.
+        let mut listed = Vec::new();
         for leaf in &self.leaves {
+            if write(&leaf.join("cgroup.kill"), "1").is_err() {
+                freeze(leaf);
+                listed.push(leaf);
+            }
+        }
+        for leaf in listed {
+            // @end
             let procs = read(&leaf.join("cgroup.procs")).unwrap_or_default();
             for pid in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -396,6 +411,22 @@ impl Cgroup {
         self.remove()
     }
 }
+// @stage 7
+
+/// Freeze a v1 freezer cgroup, and wait (a moment) until it is frozen.
+fn freeze(leaf: &Path) {
+    let state = leaf.join("freezer.state");
+    if write(&state, "FROZEN").is_err() {
+        return; // not the freezer's
+    }
+    for _ in 0..100 {
+        if read(&state).map_or(true, |s| s.trim() == "FROZEN") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+// @end
 // ANCHOR_END: dead
 
 // @end

@@ -124,6 +124,11 @@ fn remove(paths: &Paths, names: &[String]) -> Result<i32> {
         }
         return Ok(125);
     }
+    // @stage 7
+    // A container whose monitor was killed may hold a volume no more
+    // (`--rm`): settle those first.
+    container::remove_dead(paths)?;
+    // @end
     // Held until we are done: no `run` can take a volume meanwhile.
     let _store = container::lock_store(paths)?;
     let in_use = container::volumes_in_use(paths)?;
@@ -132,7 +137,12 @@ fn remove(paths: &Paths, names: &[String]) -> Result<i32> {
     for name in names {
         let removed = check_name(name).and_then(|()| {
             if let Some((_, id)) = in_use.iter().find(|(v, _)| v == name) {
-                bail!("volume {name} is in use by running container {id}");
+                // @before 7
+                // bail!("volume {name} is in use by running container {id}");
+                // @end
+                // @stage 7
+                bail!("volume {name} is in use by container {id}");
+                // @end
             }
             let dir = paths.volume(name);
             if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {

@@ -348,7 +348,17 @@ impl Cgroup {
     /// the container dies with its `run`. But a cgroup's own list of its
     /// processes is the one list that no process can leave by forking.
     pub fn kill_and_remove(mut self) -> Result<()> {
+        // Stopped first: then no process that a list names can end, and
+        // its PID go to another process, before our kill reaches it. v2
+        // (Linux 5.14) kills a whole cgroup by itself; v1 freezes it.
+        let mut listed = Vec::new();
         for leaf in &self.leaves {
+            if write(&leaf.join("cgroup.kill"), "1").is_err() {
+                freeze(leaf);
+                listed.push(leaf);
+            }
+        }
+        for leaf in listed {
             let procs = read(&leaf.join("cgroup.procs")).unwrap_or_default();
             for pid in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -364,6 +374,20 @@ impl Cgroup {
             }
         }
         self.remove()
+    }
+}
+
+/// Freeze a v1 freezer cgroup, and wait (a moment) until it is frozen.
+fn freeze(leaf: &Path) {
+    let state = leaf.join("freezer.state");
+    if write(&state, "FROZEN").is_err() {
+        return; // not the freezer's
+    }
+    for _ in 0..100 {
+        if read(&state).map_or(true, |s| s.trim() == "FROZEN") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 // ANCHOR_END: dead

@@ -123,6 +123,9 @@ fn remove(paths: &Paths, names: &[String]) -> Result<i32> {
         }
         return Ok(125);
     }
+    // A container whose monitor was killed may hold a volume no more
+    // (`--rm`): settle those first.
+    container::remove_dead(paths)?;
     // Held until we are done: no `run` can take a volume meanwhile.
     let _store = container::lock_store(paths)?;
     let in_use = container::volumes_in_use(paths)?;
@@ -131,7 +134,7 @@ fn remove(paths: &Paths, names: &[String]) -> Result<i32> {
     for name in names {
         let removed = check_name(name).and_then(|()| {
             if let Some((_, id)) = in_use.iter().find(|(v, _)| v == name) {
-                bail!("volume {name} is in use by running container {id}");
+                bail!("volume {name} is in use by container {id}");
             }
             let dir = paths.volume(name);
             if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
