@@ -65,6 +65,9 @@ use cli::{Cli, Command};
 // ANCHOR: main
 fn main() {
     let cli = Cli::parse();
+    // @stage 7
+    quiet_on_closed_output(&cli.command);
+    // @end
     let result = match cli.command {
         // @before 3
         // Command::Run(args) => run::run(args),
@@ -141,6 +144,33 @@ fn main() {
 }
 // ANCHOR_END: main
 
+// @stage 7
+// ANCHOR: sigpipe
+/// `mydocker ps -a | head -1`: once `head` has gone, a write to the pipe
+/// fails, and Rust, which ignores SIGPIPE, would panic in `println!`. A
+/// command that only prints ends quietly instead, killed by SIGPIPE, as
+/// `ls | head` does. Not `run`, `start` or `init`: a monitor must outlive
+/// its readers, and passes the failure on to its container (monitor.rs).
+fn quiet_on_closed_output(command: &Command) {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    let prints = matches!(
+        command,
+        Command::Ps { .. }
+            | Command::Logs { .. }
+            | Command::Stop { .. }
+            | Command::Rm { .. }
+            | Command::Images { .. }
+            | Command::Volume(_)
+            | Command::Info
+    );
+    if prints {
+        // SAFETY: the default disposition installs no handler.
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
+}
+// ANCHOR_END: sigpipe
+
+// @end
 // ANCHOR: exit_code
 /// 125, like Docker: the error is mydocker's own, not the command's. But a
 /// signal that stopped mydocker before the command started ends it like a
