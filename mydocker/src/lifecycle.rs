@@ -66,6 +66,7 @@ pub fn stop(paths: &Paths, names: &[String], secs: u64) -> Result<i32> {
     })
 }
 
+// ANCHOR: stop_id
 /// Stop container `id` and return once its end is recorded: SIGTERM,
 /// then SIGKILL after `grace`; SIGKILL at once without one.
 pub fn stop_id(paths: &Paths, id: &str, grace: Option<Duration>) -> Result<()> {
@@ -103,7 +104,9 @@ pub fn stop_id(paths: &Paths, id: &str, grace: Option<Duration>) -> Result<()> {
         thread::sleep(Duration::from_millis(10));
     }
 }
+// ANCHOR_END: stop_id
 
+// ANCHOR: kill
 /// SIGTERM, a grace period, SIGKILL: a PID 1 that ignores SIGTERM (one
 /// without a handler for it does: see chapter 1) ends all the same.
 fn kill(process: &Process, grace: Option<Duration>) -> Result<()> {
@@ -119,7 +122,9 @@ fn kill(process: &Process, grace: Option<Duration>) -> Result<()> {
     process.wait_exit(MONITOR_TIMEOUT)?;
     Ok(())
 }
+// ANCHOR_END: kill
 
+// ANCHOR: wait_for_monitor
 /// Wait until container `id`'s monitor has let its lock go: it has
 /// recorded the container's end.
 fn wait_for_monitor(paths: &Paths, id: &str, deadline: Instant) -> Result<()> {
@@ -133,6 +138,7 @@ fn wait_for_monitor(paths: &Paths, id: &str, deadline: Instant) -> Result<()> {
     }
     Ok(())
 }
+// ANCHOR_END: wait_for_monitor
 // ANCHOR_END: stop
 
 // ANCHOR: start

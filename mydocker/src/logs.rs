@@ -144,6 +144,7 @@ pub fn logs(
     tail: Option<usize>,
     timestamps: bool,
 ) -> Result<i32> {
+    // ANCHOR: tail
     let id = container::find(paths, container)?;
     let dir = paths.container(&id);
     let path = dir.join(LOG);
@@ -173,6 +174,8 @@ pub fn logs(
     if !follow {
         return Ok(0);
     }
+    // ANCHOR_END: tail
+    // ANCHOR: follow
     // Then what comes, until the container stops: its monitor holds its
     // lock until the last line is in the log.
     file.seek(SeekFrom::Start(complete as u64))
@@ -197,8 +200,10 @@ pub fn logs(
         }
         thread::sleep(Duration::from_millis(50));
     }
+    // ANCHOR_END: follow
 }
 
+// ANCHOR: output
 /// Where each line goes: stdout's lines to stdout, stderr's to stderr.
 struct Output {
     timestamps: bool,
@@ -237,6 +242,7 @@ impl Output {
         }
     }
 }
+// ANCHOR_END: output
 // ANCHOR_END: logs
 
 /// `--tail`: a number of lines, or `all`.

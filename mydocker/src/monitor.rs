@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
@@ -44,8 +44,10 @@ pub enum Detached {
     Monitor(Notify),
 }
 
-/// Fork the monitor of a container that runs in the background.
-pub fn detach() -> Result<Detached> {
+// ANCHOR: fork_monitor
+/// Fork the monitor of a container that runs in the background. It keeps
+/// only the descriptors in `keep` (the container's lock) and its own.
+pub fn detach(keep: &[RawFd]) -> Result<Detached> {
     let (theirs, ours) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
     // SAFETY: mydocker has a single thread, so the child can run Rust
     // code: no lock can be held by a thread that does not exist there.
@@ -72,11 +74,32 @@ pub fn detach() -> Result<Detached> {
             for fd in 0..3 {
                 dup2(null.as_raw_fd(), fd).context("dup2(/dev/null)")?;
             }
+            // Nor any other descriptor of the caller's: one who waits for
+            // the end of a pipe it gave `run -d` would wait for the
+            // container's end instead.
+            let mut keep = keep.to_vec();
+            keep.extend([null.as_raw_fd(), ours.as_raw_fd()]);
+            close_others(&keep)?;
             Ok(Detached::Monitor(Notify { pipe: Some(ours) }))
         }
     }
 }
 
+/// Close every descriptor above 2 but those in `keep`.
+fn close_others(keep: &[RawFd]) -> Result<()> {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .context("read /proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
+        // The directory's own descriptor is closed already: EBADF.
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
+}
+// ANCHOR_END: fork_monitor
+
+// ANCHOR: caller
 /// The caller's end: waits for the monitor's word.
 pub struct Caller {
     pipe: File,
@@ -111,6 +134,9 @@ impl Caller {
     }
 }
 
+// ANCHOR_END: caller
+
+// ANCHOR: notify
 /// The monitor's end: tells the caller once, then closes.
 pub struct Notify {
     pipe: Option<OwnedFd>,
@@ -134,6 +160,7 @@ impl Notify {
         }
     }
 }
+// ANCHOR_END: notify
 // ANCHOR_END: detach
 
 // ANCHOR: output
@@ -197,6 +224,7 @@ impl Watch<'_> {
             || self.output.iter().any(Option::is_some)
             || !ended
         {
+            // ANCHOR: watch_poll
             // Poll what is still open; a slot that is closed polls nothing.
             let fds = [
                 report.as_ref().map(|fd| fd.as_fd()),
@@ -224,6 +252,8 @@ impl Watch<'_> {
                 .filter(|(_, p)| p.any().unwrap_or(true))
                 .map(|((i, _), _)| i)
                 .collect();
+            // ANCHOR_END: watch_poll
+            // ANCHOR: watch_ready
             for slot in ready {
                 match slot {
                     0 => {
@@ -265,6 +295,7 @@ impl Watch<'_> {
                     _ => ended = true,
                 }
             }
+            // ANCHOR_END: watch_ready
         }
         if let Some(log) = &mut log {
             if let Err(err) = log.flush() {
@@ -275,6 +306,7 @@ impl Watch<'_> {
             .then(|| String::from_utf8_lossy(&message).into_owned()))
     }
 
+    // ANCHOR: running
     /// The command runs: say so in the record, and to the caller.
     fn running(&mut self) -> Result<()> {
         let pid = self.child.as_raw();
@@ -288,6 +320,7 @@ impl Watch<'_> {
         }
         Ok(())
     }
+    // ANCHOR_END: running
 }
 
 /// read(2), again after a signal.

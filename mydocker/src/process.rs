@@ -30,6 +30,7 @@ pub struct Process {
 }
 
 impl Process {
+    // ANCHOR: verified
     /// Process `pid`, if it is still the one that started at `started`;
     /// None once it has ended (or its PID belongs to another process).
     pub fn verified(pid: i32, started: u64) -> Result<Option<Process>> {
@@ -45,6 +46,7 @@ impl Process {
         }
         Ok(Some(Process { pidfd }))
     }
+    // ANCHOR_END: verified
 
     /// Our own child `pid`: not reaped yet, so its PID is still its own.
     pub fn child(pid: i32) -> Result<Process> {
@@ -53,6 +55,7 @@ impl Process {
         Ok(Process { pidfd })
     }
 
+    // ANCHOR: signal
     /// Send `signal`; a process that has ended meanwhile is not an error.
     pub fn signal(&self, signal: Signal) -> Result<()> {
         // SAFETY: pidfd_send_signal(2) reads only its arguments; no
@@ -73,7 +76,9 @@ impl Process {
             }
         }
     }
+    // ANCHOR_END: signal
 
+    // ANCHOR: wait_exit
     /// Wait until the process has ended, at most `timeout`; whether it has.
     pub fn wait_exit(&self, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
@@ -90,6 +95,7 @@ impl Process {
             }
         }
     }
+    // ANCHOR_END: wait_exit
 
     pub fn pidfd(&self) -> &OwnedFd {
         &self.pidfd

@@ -46,6 +46,7 @@ pub fn ps(paths: &Paths, all: bool, quiet: bool) -> Result<i32> {
     Ok(0)
 }
 
+// ANCHOR: current_record
 /// The record of container `id`, true to the facts: one that says
 /// "running" while no monitor holds the lock is settled first (see
 /// `container::settle`). None if there is no container (any more).
@@ -71,7 +72,9 @@ fn current_record(paths: &Paths, id: &str) -> Result<Option<Record>> {
     }
     Record::load_if_there(&dir)
 }
+// ANCHOR_END: current_record
 
+// ANCHOR: row
 /// One line of the table.
 fn row(record: &Record) -> [String; 6] {
     let status = match record.state {
@@ -113,6 +116,7 @@ fn command(command: &[String]) -> String {
     };
     format!("{text:?}")
 }
+// ANCHOR_END: row
 // ANCHOR_END: ps
 
 #[cfg(test)]

@@ -244,7 +244,7 @@ pub fn launch(
 ) -> Result<i32> {
     let mut notify = None;
     if how.detach {
-        match monitor::detach()? {
+        match monitor::detach(&[container.lock().as_raw_fd()])? {
             Detached::Caller(caller) => {
                 // The monitor has the container now; we only wait.
                 container.kept = true;
@@ -290,6 +290,7 @@ fn supervise(
     // let child = namespace::spawn_init(&pipe_read, stdin.as_ref())?;
     // @end
     // @stage 7
+    // ANCHOR: stdio
     // A socket rather than a pipe: init reads its orders from it, then
     // writes back why it failed, if it does (see init.rs). CLOEXEC: no
     // process that we start keeps a copy of these ends by accident.
@@ -320,6 +321,7 @@ fn supervise(
     let stdio = [stdin.as_ref(), stdout.as_ref(), stderr.as_ref()];
 
     let child = namespace::spawn_init(&pipe_read, stdio)?;
+    // ANCHOR_END: stdio
     // The child has its copies: our write ends must go, or we would never
     // read end-of-file.
     output.theirs = [None, None];
@@ -358,6 +360,7 @@ fn supervise(
     // let code = wait_for(child)?;
     // @end
     // @stage 7
+    // ANCHOR: watched
     let sent = send_config(&pipe_write, &record.config);
     let watched = Watch {
         child,
@@ -396,6 +399,7 @@ fn supervise(
         }
     }
     monitor::finish(paths, container, record, code)?;
+    // ANCHOR_END: watched
     // @end
     Ok(code)
 }

@@ -91,6 +91,7 @@ pub fn lookup(paths: &Paths, name: &str) -> Option<String> {
 // ANCHOR_END: claim
 
 // ANCHOR: random
+// ANCHOR: random_name
 /// A random name that no container has: `adjective_surname`.
 pub fn random(paths: &Paths) -> String {
     let mut rng = rand::rng();
@@ -105,12 +106,15 @@ pub fn random(paths: &Paths) -> String {
             0..5 => pick(&mut rng),
             _ => format!("{}{}", pick(&mut rng), rand::random_range(0..100)),
         };
-        if !paths.name(&name).exists() {
+        // symlink_metadata: the link itself (`exists` would follow it,
+        // to `names/ID`, which never exists).
+        if fs::symlink_metadata(paths.name(&name)).is_err() {
             return name;
         }
     }
     format!("{}_{}", pick(&mut rng), rand::random::<u32>())
 }
+// ANCHOR_END: random_name
 
 const ADJECTIVES: [&str; 50] = [
     "agile", "bold", "brave", "bright", "calm", "careful", "cheerful",
