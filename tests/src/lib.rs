@@ -36,10 +36,15 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const TEST_BUDGET: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
-pub const LAST_STAGE: u32 = 6;
+pub const LAST_STAGE: u32 = 7;
 
 /// Stage 3 made `run` take an image before the command.
 pub const FIRST_STAGE_WITH_IMAGES: u32 = 3;
+
+/// Stage 7 made containers outlive their `run` (until `rm`) unless `run`
+/// is given `--rm`: from there on, the earlier stages' tests run their
+/// containers with `--rm` (see [`Mydocker::new`]).
+pub const FIRST_STAGE_WITH_RECORDS: u32 = 7;
 
 /// The image the tests run their commands in, once images exist.
 pub const IMAGE: &str = "busybox";
@@ -51,6 +56,10 @@ pub struct Mydocker {
     stage: u32,
     root: tempfile::TempDir,
     deadline: Instant,
+    /// Whether every `run` gets `--rm` (see [`Mydocker::new`]), and the
+    /// directory of the script that adds it for commands the harness does
+    /// not build itself.
+    add_rm: Option<tempfile::TempDir>,
 }
 
 /// How a finished command ended, and what it printed.
@@ -63,7 +72,28 @@ pub struct Outcome {
 }
 
 impl Mydocker {
+    /// A handle for the tests of one stage, which run against that
+    /// stage's binary and every later one's. Where a later stage changes
+    /// how the command line must be written, the handle adapts the call,
+    /// never the assertion: from stage 7 on, a container stays until `rm`,
+    /// so every `run` this handle starts gets `--rm` right after `run`
+    /// (as the earlier stages' containers went when their `run` ended).
+    /// That covers [`Mydocker::command`] and all that uses it, and
+    /// [`Mydocker::bin`], which is then a script that adds `--rm` before it
+    /// starts the binary under test, for tests that start it themselves.
+    /// The stage 7 tests, which decide themselves, use
+    /// [`Mydocker::as_given`].
     pub fn new() -> Mydocker {
+        let mut md = Mydocker::as_given();
+        if md.stage >= FIRST_STAGE_WITH_RECORDS {
+            md.add_rm = Some(rm_wrapper(&md.bin));
+        }
+        md
+    }
+
+    /// A handle whose commands run exactly as the test wrote them: no
+    /// `--rm` is ever added (see [`Mydocker::new`]).
+    pub fn as_given() -> Mydocker {
         require_root();
         let bin = match std::env::var_os("MYDOCKER_BIN") {
             Some(path) => PathBuf::from(path),
@@ -89,11 +119,23 @@ impl Mydocker {
             stage,
             root,
             deadline: Instant::now() + TEST_BUDGET,
+            add_rm: None,
         }
     }
 
-    /// The binary under test.
-    pub fn bin(&self) -> &Path {
+    /// The binary under test, to start it without [`Mydocker::command`]:
+    /// on a handle that adds `--rm` to `run` ([`Mydocker::new`] from stage
+    /// 7 on), a script that adds it and then execs the binary under test
+    /// (the same PID, arguments, environment and descriptors).
+    pub fn bin(&self) -> PathBuf {
+        match &self.add_rm {
+            Some(dir) => dir.path().join("mydocker"),
+            None => self.bin.clone(),
+        }
+    }
+
+    /// The binary under test itself, whatever the handle adds.
+    pub fn real_bin(&self) -> &Path {
         &self.bin
     }
 
@@ -143,13 +185,29 @@ impl Mydocker {
         left.min(TIMEOUT)
     }
 
-    /// `mydocker ARGS...` with this test's state directory, ready to run.
+    /// `mydocker ARGS...` with this test's state directory, ready to run;
+    /// `run` gets `--rm` when the handle adds it (see [`Mydocker::new`]).
     pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
+        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+        if self.add_rm.is_some() {
+            self.command_as_given(&with_rm(&args))
+        } else {
+            self.command_as_given(&args)
+        }
+    }
+
+    /// `mydocker ARGS...` exactly as given, whatever the handle adds.
+    pub fn command_as_given<S: AsRef<str>>(&self, args: &[S]) -> Command {
         let mut command = Command::new(&self.bin);
         command.args(args.iter().map(AsRef::as_ref));
         command.env("MYDOCKER_ROOT", self.root.path());
         command.stdin(Stdio::null());
         command
+    }
+
+    /// Run `mydocker ARGS...`, exactly as given, to the end.
+    pub fn exec_as_given<S: AsRef<str>>(&self, args: &[S]) -> Outcome {
+        self.finish(self.command_as_given(args))
     }
 
     /// The arguments of `mydocker run OPTIONS [IMAGE] COMMAND...`: the image
@@ -280,7 +338,8 @@ impl Mydocker {
 
     /// Run `sh -c SCRIPT sh ARGS...` in a mount namespace of its own
     /// (`unshare --mount --propagation private`), with `$MYDOCKER` the
-    /// binary under test and `MYDOCKER_ROOT` this test's state root. The
+    /// binary under test ([`Mydocker::bin`]: `run` gets `--rm` when the
+    /// handle adds it) and `MYDOCKER_ROOT` this test's state root. The
     /// mounts the script makes (a tmpfs to use as a volume, say) live and
     /// die with that namespace: the host never sees them, and nothing is
     /// left to unmount.
@@ -301,7 +360,7 @@ impl Mydocker {
                 "sh",
             ])
             .args(args)
-            .env("MYDOCKER", &self.bin)
+            .env("MYDOCKER", self.bin())
             .env("MYDOCKER_ROOT", self.root.path())
             .stdin(Stdio::null());
         self.finish(command)
@@ -332,6 +391,83 @@ impl Mydocker {
         }
         remove_cgroups(cgroups);
     }
+}
+
+/// The global options that take a value in the next argument: what comes
+/// before the subcommand.
+const OPTIONS_WITH_A_VALUE: &[&str] = &["--root"];
+
+/// `args` with `--rm` right after the subcommand when that is `run`
+/// (global options such as `--root DIR` may come before it); any other
+/// command line as it is.
+pub fn with_rm(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut value_next = false;
+    let mut done = false;
+    for arg in args {
+        out.push(arg.clone());
+        if done {
+            continue;
+        }
+        if value_next {
+            value_next = false;
+        } else if OPTIONS_WITH_A_VALUE.contains(&arg.as_str()) {
+            value_next = true;
+        } else if !arg.starts_with('-') {
+            done = true;
+            if arg == "run" {
+                out.push("--rm".to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The text of a script that does what [`with_rm`] does to its arguments,
+/// then execs `bin` with them.
+pub fn rm_wrapper_script(bin: &Path) -> String {
+    let quoted = bin.to_string_lossy().replace('\'', "'\\''");
+    format!(
+        r#"#!/bin/sh
+# The stage tests' harness: from stage 7 on, the earlier stages' `run`
+# gets --rm (their containers went when `run` ended), and nothing else
+# changes: the binary under test replaces this script (same PID).
+state=options
+for arg do
+    shift
+    case $state in
+    value) state=options ;;
+    options)
+        case $arg in
+        {options}) state=value ;;
+        -*) ;;
+        run) set -- "$@" run; arg=--rm; state=done ;;
+        *) state=done ;;
+        esac ;;
+    esac
+    set -- "$@" "$arg"
+done
+exec '{quoted}' "$@"
+"#,
+        options = OPTIONS_WITH_A_VALUE.join("|")
+    )
+}
+
+/// A directory of its own (open to every user, as the binary's may be)
+/// holding `mydocker`, the [`rm_wrapper_script`] of `bin`.
+fn rm_wrapper(bin: &Path) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("mydocker-harness-")
+        .tempdir()
+        .expect("create a directory for the --rm script");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the --rm script's directory");
+    let script = dir.path().join("mydocker");
+    std::fs::write(&script, rm_wrapper_script(bin)).expect("write the --rm script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the --rm script");
+    dir
 }
 
 impl Default for Mydocker {
@@ -1389,4 +1525,160 @@ pub fn kill_survivors(processes: &[(u32, Option<u64>)]) -> bool {
     eventually(Duration::from_secs(5), || {
         processes.iter().all(|(p, t)| !alive(*p, *t))
     })
+}
+
+/// Field `n` (numbered from 1, as in proc(5)) of /proc/PID/stat, from the
+/// state (field 3) on: the command's name may hold spaces and parentheses.
+pub fn stat_field(pid: u32, n: usize) -> Option<String> {
+    assert!(n >= 3, "fields 1 and 2 are the PID and the name");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(n - 3).map(str::to_string)
+}
+
+/// The parent of process `pid` (field 4 of /proc/PID/stat).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 4)?.parse().ok()
+}
+
+/// Every process whose command line (/proc/PID/cmdline, its arguments
+/// joined by spaces) holds `token`; this test process aside.
+pub fn pids_with(token: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut found: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| *pid != me)
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|bytes| {
+                        let line: Vec<u8> = bytes
+                            .iter()
+                            .map(|b| if *b == 0 { b' ' } else { *b })
+                            .collect();
+                        String::from_utf8_lossy(&line).contains(token)
+                    })
+                })
+                .filter(|pid| alive(*pid, None))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// The cgroup directories of the container with the full ID `id` that
+/// exist now: `<hierarchy>/mydocker/<ID>` in every hierarchy (from stage 6
+/// every container has one at least).
+pub fn cgroups_of_container(id: &str) -> Vec<PathBuf> {
+    cgroup_roots()
+        .into_iter()
+        .map(|root| root.join("mydocker").join(id))
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
+/// The processes in the cgroups `dirs` (their cgroup.procs).
+pub fn processes_in(dirs: &[PathBuf]) -> BTreeSet<u32> {
+    dirs.iter()
+        .flat_map(|dir| {
+            std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Of `pids` (host PIDs), the one that is PID 1 of a PID namespace below
+/// this one: the last number of its `NSpid:` line in /proc/PID/status is 1.
+pub fn namespace_init_among(pids: &BTreeSet<u32>) -> Option<u32> {
+    pids.iter().copied().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+                let numbers: Vec<&str> = line["NSpid:".len()..].split_whitespace().collect();
+                Some(numbers.len() > 1 && numbers.last() == Some(&"1"))
+            })
+            .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn run_gets_rm_right_after_it_and_nothing_else_changes() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["run", "busybox", "true"],
+                &["run", "--rm", "busybox", "true"],
+            ),
+            (
+                &["run", "-i", "busybox", "run", "x"],
+                &["run", "--rm", "-i", "busybox", "run", "x"],
+            ),
+            (
+                &["--root", "run", "run", "img", "ls"],
+                &["--root", "run", "run", "--rm", "img", "ls"],
+            ),
+            (
+                &["--root=/x", "run", "a"],
+                &["--root=/x", "run", "--rm", "a"],
+            ),
+            (&["volume", "rm", "run"], &["volume", "rm", "run"]),
+            (&["ps", "-a"], &["ps", "-a"]),
+            (&["commit", "run", "img"], &["commit", "run", "img"]),
+            (&["init"], &["init"]),
+            (&[], &[]),
+        ];
+        for (args, want) in cases {
+            assert_eq!(with_rm(&strings(args)), strings(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_rm_script_adds_what_with_rm_adds_and_keeps_every_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        // A "binary" that prints its arguments, one per line, between < >.
+        let fake = dir.path().join("it's fake");
+        std::fs::write(&fake, "#!/bin/sh\nfor a do printf '<%s>\\n' \"$a\"; done\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let wrapper = rm_wrapper(&fake);
+        let cases: &[&[&str]] = &[
+            &[
+                "run",
+                "busybox",
+                "sh",
+                "-c",
+                "echo 'hi there'; echo \"$x\"",
+                "",
+            ],
+            &["--root", "/a b", "run", "-v", "x:/y", "busybox", "*"],
+            &["--root=run", "volume", "create", "run"],
+            &["ps", "-a", "-q"],
+            &["run"],
+            &[],
+        ];
+        for args in cases {
+            let out = std::process::Command::new(wrapper.path().join("mydocker"))
+                .args(*args)
+                .output()
+                .unwrap();
+            let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+            let want: String = with_rm(&strings(args))
+                .iter()
+                .map(|a| format!("<{a}>\n"))
+                .collect();
+            assert_eq!(printed, want, "{args:?}: {out:?}");
+        }
+    }
 }

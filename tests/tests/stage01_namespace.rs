@@ -288,7 +288,7 @@ fn run_needs_root_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let copy = dir.path().join("mydocker");
-    std::fs::copy(md.bin(), &copy).unwrap();
+    std::fs::copy(md.real_bin(), &copy).unwrap();
     let mut command = std::process::Command::new(&copy);
     command
         .args(md.run_args(&[], &["true"]))
