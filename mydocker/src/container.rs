@@ -154,16 +154,16 @@ impl Container {
             .create(&new)
             .with_context(|| format!("mkdir {}", new.display()))?;
         let locked = lock(&new.join(LOCK), true, libc::LOCK_EX).and_then(|f| {
+            // @stage 7
+            // First: a run that loses the name makes nothing (no named
+            // volume). Released again below if what follows fails.
+            names::claim(paths, name, id)?;
+            // @end
             // @stage 4
             prepare_overlay(&new, layer)?;
             // @end
             // @stage 5
             make_and_record_volumes(paths, &new, volumes)?;
-            // @end
-            // @stage 7
-            // Last, after everything that could fail: a name is only ever
-            // a directory's that exists.
-            names::claim(paths, name, id)?;
             // @end
             fs::rename(&new, &dir)
                 .with_context(|| format!("rename to {}", dir.display()))?;
@@ -458,53 +458,57 @@ pub fn find_running(paths: &Paths, name: &str) -> Result<String> {
 }
 // @end
 
-/// The IDs of the running containers: those whose `run` holds its lock.
-pub fn running(paths: &Paths) -> Result<Vec<String>> {
-    let containers = paths.containers();
-    let entries = match fs::read_dir(&containers) {
-        Ok(entries) => entries,
-        // No container ever ran under this state root.
-        Err(err) if err.kind() == NotFound => return Ok(Vec::new()),
-        Err(err) => {
-            return Err(err)
-                .with_context(|| format!("read {}", containers.display()))
-        }
-    };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry =
-            entry.with_context(|| format!("read {}", containers.display()))?;
-        let id = entry.file_name().to_string_lossy().into_owned();
-        if !id::is_id(&id) {
-            continue;
-        }
-        // @before 7
-        // // A lock we can take is a dead `run`'s (dropping it frees it). One
-        // // we cannot take, or cannot even open, counts as alive: better keep
-        // // a volume or an image too long than remove one under a container.
-        // if lock(&entry.path().join(LOCK), false, LOCK_NOW).is_err() {
-        //     ids.push(id);
-        // }
-        // @end
-        // @stage 7
-        // One we cannot even look at counts as alive: better keep a volume
-        // or an image too long than remove one under a container.
-        if is_running(paths, &id).unwrap_or(true) {
-            ids.push(id);
-        }
-        // @end
-    }
-    ids.sort();
-    Ok(ids)
-}
+// @before 7
+// /// The IDs of the running containers: those whose `run` holds its lock.
+// pub fn running(paths: &Paths) -> Result<Vec<String>> {
+//     let containers = paths.containers();
+//     let entries = match fs::read_dir(&containers) {
+//         Ok(entries) => entries,
+//         // No container ever ran under this state root.
+//         Err(err) if err.kind() == NotFound => return Ok(Vec::new()),
+//         Err(err) => {
+//             return Err(err)
+//                 .with_context(|| format!("read {}", containers.display()))
+//         }
+//     };
+//     let mut ids = Vec::new();
+//     for entry in entries {
+//         let entry =
+//             entry.with_context(|| format!("read {}", containers.display()))?;
+//         let id = entry.file_name().to_string_lossy().into_owned();
+//         if !id::is_id(&id) {
+//             continue;
+//         }
+//         // A lock we can take is a dead `run`'s (dropping it frees it). One
+//         // we cannot take, or cannot even open, counts as alive: better keep
+//         // a volume or an image too long than remove one under a container.
+//         if lock(&entry.path().join(LOCK), false, LOCK_NOW).is_err() {
+//             ids.push(id);
+//         }
+//     }
+//     ids.sort();
+//     Ok(ids)
+// }
+// @end
 // ANCHOR_END: find_running
 
 // ANCHOR: layers_of_running
-/// The image copies that running containers stand on, with the
-/// containers' short IDs.
+// @before 7
+// /// The image copies that running containers stand on, with the
+// /// containers' short IDs.
+// @end
+// @stage 7
+/// The image copies that containers stand on, with the containers' short
+/// IDs: a stopped one needs its copy to start again.
+// @end
 pub fn layers_of_running(paths: &Paths) -> Result<Vec<(String, String)>> {
     let mut layers = Vec::new();
-    for id in running(paths)? {
+    // @before 7
+    // for id in running(paths)? {
+    // @end
+    // @stage 7
+    for id in all(paths)? {
+        // @end
         let file = paths.container(&id).join(LAYER);
         let digest = fs::read_to_string(&file)
             .with_context(|| format!("read {}", file.display()))?;
@@ -576,62 +580,92 @@ pub fn all(paths: &Paths) -> Result<Vec<String>> {
 
 // ANCHOR: is_running
 /// Whether container `id` runs: its monitor (or foreground `run`) holds
-/// the container's lock, exclusively, for as long as it lives.
+/// the container's lock, `lock`, exclusively, for as long as it lives, and
+/// nobody else ever takes it so.
 ///
 /// We only look: a *shared* lock, given back at once. Two who look at the
-/// same time do not get in each other's way, as two who took it
-/// exclusively would (each would think the other a monitor).
+/// same time do not get in each other's way. A container that is gone
+/// (removed meanwhile) does not run.
 pub fn is_running(paths: &Paths, id: &str) -> Result<bool> {
     let path = paths.container(id).join(LOCK);
     match lock(&path, false, libc::LOCK_SH | libc::LOCK_NB) {
         Ok(_) => Ok(false),
         Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => Ok(true),
+        Err(err) if gone(&err) => Ok(false),
         Err(err) => Err(err),
     }
 }
 
-/// Take container `id`'s lock to change it: None if it runs. Someone who
-/// only looks (`is_running`) holds it for a moment: then try again.
-pub fn take_if_stopped(paths: &Paths, id: &str) -> Result<Option<File>> {
-    let path = paths.container(id).join(LOCK);
-    loop {
-        match lock(&path, false, LOCK_NOW) {
-            Ok(lock) => return Ok(Some(lock)),
-            Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {}
-            Err(err) => return Err(err),
-        }
-        if is_running(paths, id)? {
-            return Ok(None);
-        }
-        signals::check_interrupted()?;
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+/// Whether `err` says that a container's files are not there (any more).
+fn gone(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| matches!(e.kind(), NotFound | NotADirectory))
 }
 // ANCHOR_END: is_running
 
+// ANCHOR: change
+/// The right to change a stopped container (settle it, remove it, start
+/// it): a lock of its directory, so that two commands never change one
+/// container at once. None if the container is gone. (A monitor needs no
+/// such right: nobody changes a container that runs.)
+pub fn change(paths: &Paths, id: &str) -> Result<Option<File>> {
+    let dir = paths.container(id);
+    match lock_waiting(&dir) {
+        // Removed while we waited: we locked what is now `.ID.removing`.
+        Ok(_) if !dir.exists() => Ok(None),
+        Ok(lock) => Ok(Some(lock)),
+        Err(err) if gone(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// The container's `lock`, for a new monitor (`start`): the caller has the
+/// right to change it, and saw that it does not run. Someone who only
+/// looks (`is_running`) may hold it for a moment: try again.
+pub fn take_for_monitor(paths: &Paths, id: &str) -> Result<File> {
+    let path = paths.container(id).join(LOCK);
+    for _ in 0..1000 {
+        match lock(&path, false, LOCK_NOW) {
+            Ok(lock) => return Ok(lock),
+            Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    bail!("{}: held by someone else for too long", path.display())
+}
+// ANCHOR_END: change
+
 // ANCHOR: settle
-/// Container `id` has no monitor: bring its record up to date. `lock` is
-/// its lock, which we hold.
+/// Bring the record of container `id` up to date if its monitor is dead.
+/// The caller has the right to change it (`change`).
 ///
-/// A record that still says "running" is a monitor's that was killed
-/// (`kill -9`) before it could write how the container ended. The
-/// container died with it (see namespace.rs); whatever escaped dies now,
-/// through its cgroup. How it ended, nobody knows: 255, as Docker says
-/// when it loses a container's shim. With `--rm`, it goes.
-pub fn settle(paths: &Paths, id: &str, lock: &File) -> Result<()> {
+/// A record that still says "running" (or "created": killed before the
+/// command ran) is a monitor's that was killed (`kill -9`) before it could
+/// write how the container ended. The container died with it (see
+/// namespace.rs); whatever escaped dies now, through its cgroup. How it
+/// ended, nobody knows: 255, as Docker says when it loses a container's
+/// shim. With `--rm`, it goes.
+pub fn settle(paths: &Paths, id: &str) -> Result<()> {
+    if is_running(paths, id)? {
+        return Ok(()); // started again meanwhile: nothing to settle
+    }
     let dir = paths.container(id);
     let Some(mut record) = Record::load_if_there(&dir)? else {
         // Killed before its record was written: a `run` that never ran.
-        return remove(paths, id, lock);
+        return remove(paths, id);
     };
     if record.auto_remove {
-        return remove(paths, id, lock);
+        return remove(paths, id);
     }
-    if record.state == State::Running {
+    if unsettled(&record) {
         Cgroup::of_dead_container(id).and_then(Cgroup::kill_and_remove)?;
         record.state = State::Exited;
         record.exit_code = Some(255);
         record.finished = Some(SystemTime::now());
+        record.pid = None;
+        record.pid_started = None;
         record.save(&dir)?;
     }
     Ok(())
@@ -639,15 +673,15 @@ pub fn settle(paths: &Paths, id: &str, lock: &File) -> Result<()> {
 
 /// Whether the record of a container without a monitor needs `settle`.
 pub fn unsettled(record: &Record) -> bool {
-    record.state == State::Running || record.auto_remove
+    record.state != State::Exited || record.auto_remove
 }
 // ANCHOR_END: settle
 
 // ANCHOR: remove
 /// Remove container `id`, which does not run: what may be left of its
-/// cgroup, its directory (record, log, writable layer), its name. `lock`
-/// is its lock, which we hold.
-pub fn remove(paths: &Paths, id: &str, _lock: &File) -> Result<()> {
+/// cgroup, its directory (record, log, writable layer), its name. The
+/// caller has the right to change it, or is its monitor.
+pub fn remove(paths: &Paths, id: &str) -> Result<()> {
     Cgroup::of_dead_container(id).and_then(Cgroup::kill_and_remove)?;
     let dir = paths.container(id);
     let record = Record::load_if_there(&dir).ok().flatten();
@@ -739,10 +773,16 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
             }
         }
         // @end
-        // No lock file: not made by a `run` that locks (an older mydocker,
-        // say), so we cannot tell whether it is alive. Leave it alone.
-        // Not blocking: a lock we cannot have is held by a live `run`.
-        let lock = lock(&entry.path().join(LOCK), false, LOCK_NOW);
+        // @before 7
+        // // No lock file: not made by a `run` that locks (an older mydocker,
+        // // say), so we cannot tell whether it is alive. Leave it alone.
+        // // Not blocking: a lock we cannot have is held by a live `run`.
+        // let lock = lock(&entry.path().join(LOCK), false, LOCK_NOW);
+        // @end
+        // @stage 7
+        // The right to change it; not blocking: someone else is at it.
+        let lock = lock(&entry.path(), false, LOCK_NOW);
+        // @end
         if let Ok(lock) = lock {
             dead.push((entry.path(), name, lock));
         }
@@ -753,7 +793,7 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
     // for (dir, id, _lock) in dead {
     // @end
     // @stage 7
-    for (_, id, lock) in dead {
+    for (_, id, _change) in dead {
         // @end
         signals::check_interrupted()?;
         // @before 7
@@ -767,7 +807,7 @@ pub fn remove_dead(paths: &Paths) -> Result<()> {
         //     });
         // @end
         // @stage 7
-        let removed = settle(paths, &id, &lock);
+        let removed = settle(paths, &id);
         // @end
         // One that cannot go must not keep the others: try the next.
         if let Err(err) = removed {

@@ -307,10 +307,18 @@ pub fn rmi(paths: &Paths, names: &[String]) -> Result<i32> {
             let last = store.iter().filter(|(_, d)| *d == digest).count() == 1;
             if let Some((_, id)) = in_use.iter().find(|(d, _)| *d == digest) {
                 if last {
+                    // @before 7
+                    // bail!(
+                    //     "image {name} is in use by running container {id}: \
+                    //      stop it first"
+                    // );
+                    // @end
+                    // @stage 7
                     bail!(
-                        "image {name} is in use by running container {id}: \
-                         stop it first"
+                        "image {name} is in use by container {id}: \
+                         remove it first (mydocker rm -f {id})"
                     );
+                    // @end
                 }
             }
             remove(&image::tarball(paths, &name))?;

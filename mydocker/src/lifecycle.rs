@@ -1,6 +1,7 @@
 // @stage 7
 //! `stop`, `start` and `rm`: a container over time.
 
+use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,11 @@ fn each(names: &[String], what: impl Fn(&str) -> Result<i32>) -> Result<i32> {
     Ok(failed)
 }
 
+/// Print `name` on stdout; a reader that has gone (`| true`) is fine.
+pub fn say(name: &str) {
+    let _ = writeln!(std::io::stdout(), "{name}");
+}
+
 /// Containers are root's business: their records, their processes.
 pub fn root_only() -> Result<()> {
     if !Uid::effective().is_root() {
@@ -61,7 +67,7 @@ pub fn stop(paths: &Paths, names: &[String], secs: u64) -> Result<i32> {
     each(names, |name| {
         let id = container::find(paths, name)?;
         stop_id(paths, &id, Some(Duration::from_secs(secs)))?;
-        println!("{name}");
+        say(name);
         Ok(0)
     })
 }
@@ -75,17 +81,14 @@ pub fn stop_id(paths: &Paths, id: &str, grace: Option<Duration>) -> Result<()> {
     loop {
         if !container::is_running(paths, id)? {
             // Stopped already; if its monitor was killed, say so now.
-            if let Some(lock) = container::take_if_stopped(paths, id)? {
-                if Record::load_if_there(&dir)?
-                    .is_some_and(|record| container::unsettled(&record))
-                {
-                    container::settle(paths, id, &lock)?;
-                }
-                return Ok(());
+            if let Some(_change) = container::change(paths, id)? {
+                container::settle(paths, id)?;
             }
-            continue; // started again meanwhile
+            return Ok(());
         }
-        let record = Record::load(&dir)?;
+        let Some(record) = Record::load_if_there(&dir)? else {
+            return Ok(()); // a `--rm` container, removed meanwhile
+        };
         if let (State::Running, Some(pid), Some(started)) =
             (record.state, record.pid, record.pid_started)
         {
@@ -146,18 +149,24 @@ fn wait_for_monitor(paths: &Paths, id: &str, deadline: Instant) -> Result<()> {
 pub fn start(paths: &Paths, names: &[String]) -> Result<i32> {
     each(names, |name| {
         let id = container::find(paths, name)?;
-        let Some(lock) = container::take_if_stopped(paths, &id)? else {
-            println!("{name}"); // running already: nothing to do
-            return Ok(0);
+        // Held until the new monitor says the command runs.
+        let Some(_change) = container::change(paths, &id)? else {
+            bail!("no such container: {name}");
         };
-        let dir = paths.container(&id);
-        let record = Record::load(&dir)?;
-        if container::unsettled(&record) {
-            container::settle(paths, &id, &lock)?;
+        if container::is_running(paths, &id)? {
+            say(name); // running already: nothing to do
+            return Ok(0);
         }
-        let Some(record) = Record::load_if_there(&dir)? else {
+        container::settle(paths, &id)?;
+        let dir = paths.container(&id);
+        let Some(mut record) = Record::load_if_there(&dir)? else {
             bail!("no such container: {name}"); // it was `--rm`
         };
+        let lock = container::take_for_monitor(paths, &id)?;
+        // "Starting": if we are killed before the command runs, the next
+        // command that looks settles it (and removes its cgroup).
+        record.state = State::Created;
+        record.save(&dir)?;
         // The same container, with a new cgroup, process and monitor.
         overlay::reuse(&dir)?;
         let container = Container::open(paths, &id, lock)?;
@@ -178,14 +187,15 @@ pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<i32> {
     each(names, |name| {
         let id = container::find(paths, name)?;
         loop {
-            if !paths.container(&id).exists() {
+            let Some(change) = container::change(paths, &id)? else {
                 break; // a `--rm` container, removed by its monitor
-            }
-            if let Some(lock) = container::take_if_stopped(paths, &id)? {
-                container::remove(paths, &id, &lock)
+            };
+            if !container::is_running(paths, &id)? {
+                container::remove(paths, &id)
                     .with_context(|| format!("remove container {name}"))?;
                 break;
             }
+            drop(change);
             if !force {
                 bail!(
                     "container {} is running: stop it first, or use rm -f",
@@ -194,7 +204,7 @@ pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<i32> {
             }
             stop_id(paths, &id, None)?;
         }
-        println!("{name}");
+        say(name);
         Ok(0)
     })
 }

@@ -115,9 +115,20 @@ impl Log {
 fn line_end(bytes: &[u8]) -> Option<usize> {
     match bytes.iter().position(|&b| b == b'\n') {
         Some(i) if i < MAX_LINE => Some(i + 1),
-        _ if bytes.len() >= MAX_LINE => Some(MAX_LINE),
+        _ if bytes.len() >= MAX_LINE => Some(char_boundary(bytes, MAX_LINE)),
         _ => None,
     }
+}
+
+/// `at`, or up to 3 bytes before it: not inside a UTF-8 character, which
+/// the log could then only write as two U+FFFD.
+fn char_boundary(bytes: &[u8], at: usize) -> usize {
+    // A UTF-8 continuation byte is 0b10xx_xxxx.
+    (at - 3..=at)
+        .rev()
+        .find(|&i| bytes.get(i).is_none_or(|b| b & 0xc0 != 0x80))
+        .filter(|&i| i > 0)
+        .unwrap_or(at)
 }
 
 /// Append one JSON line. JSON strings are text: bytes that are not UTF-8
@@ -150,10 +161,13 @@ pub fn logs(
     let path = dir.join(LOG);
     let mut file = match File::open(&path) {
         Ok(file) => file,
-        // Nothing written yet (or a `run -t`, whose output is the
-        // terminal's).
-        Err(err) if err.kind() == io::ErrorKind::NotFound && !follow => {
-            return Ok(0)
+        // No log: a `run -t`, whose output is the terminal's (or nothing
+        // written yet). With -f, wait until it stops all the same.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            while follow && container::is_running(paths, &id)? {
+                thread::sleep(Duration::from_millis(50));
+            }
+            return Ok(0);
         }
         Err(err) => {
             return Err(err).with_context(|| format!("open {}", path.display()))
@@ -305,6 +319,14 @@ mod tests {
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
         assert_eq!(at(1_795_519_872, 123), "2026-11-24T11:31:12.000000123Z");
         assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000000000Z");
+    }
+
+    #[test]
+    fn a_long_line_is_not_cut_inside_a_character() {
+        let mut line = vec![b'a'; MAX_LINE - 1];
+        line.extend_from_slice("é\n".as_bytes());
+        assert_eq!(line_end(&line), Some(MAX_LINE - 1));
+        assert_eq!(line_end(&vec![b'a'; MAX_LINE + 5]), Some(MAX_LINE));
     }
 
     #[test]

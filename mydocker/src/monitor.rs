@@ -117,7 +117,7 @@ impl Caller {
             .context("read from the monitor")?;
         match word.split_once('\n') {
             Some(("started", _)) => {
-                println!("{say}");
+                crate::lifecycle::say(say);
                 Ok(0)
             }
             Some((code, message)) if code.parse::<i32>().is_ok() => {
@@ -359,7 +359,7 @@ pub fn finish(
     // From now on the record says what becomes of the directory.
     container.kept = true;
     if record.auto_remove {
-        return container::remove(paths, &record.id, container.lock());
+        return container::remove(paths, &record.id);
     }
     record.state = State::Exited;
     record.exit_code = Some(code);

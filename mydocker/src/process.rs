@@ -81,6 +81,8 @@ impl Process {
     // ANCHOR: wait_exit
     /// Wait until the process has ended, at most `timeout`; whether it has.
     pub fn wait_exit(&self, timeout: Duration) -> Result<bool> {
+        // `stop -t 99999999999`: as good as for ever.
+        let timeout = timeout.min(Duration::from_secs(100 * 365 * 86_400));
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -62,13 +62,13 @@ fn current_record(paths: &Paths, id: &str) -> Result<Option<Record>> {
             return Ok(None);
         }
     };
-    // Only a record that says "running" can be wrong: a monitor writes
-    // "exited" before it lets the lock go.
-    if record.state != State::Running || container::is_running(paths, id)? {
+    // Only a record that does not say "exited" can be wrong: a monitor
+    // writes "exited" before it lets the lock go.
+    if record.state == State::Exited || container::is_running(paths, id)? {
         return Ok(Some(record));
     }
-    if let Some(lock) = container::take_if_stopped(paths, id)? {
-        container::settle(paths, id, &lock)?;
+    if let Some(_change) = container::change(paths, id)? {
+        container::settle(paths, id)?;
     }
     Record::load_if_there(&dir)
 }

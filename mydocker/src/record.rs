@@ -79,17 +79,25 @@ impl Record {
 
     /// The record, or None when there is no container in `dir` (any more).
     pub fn load_if_there(dir: &Path) -> Result<Option<Record>> {
-        match fs::read(dir.join(RECORD)) {
+        let path = dir.join(RECORD);
+        let json = match fs::read(&path) {
+            Ok(json) => json,
             Err(err)
                 if matches!(
                     err.kind(),
                     ErrorKind::NotFound | ErrorKind::NotADirectory
                 ) =>
             {
-                Ok(None)
+                return Ok(None)
             }
-            _ => Record::load(dir).map(Some),
-        }
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("read {}", path.display()))
+            }
+        };
+        serde_json::from_slice(&json)
+            .with_context(|| format!("parse {}", path.display()))
+            .map(Some)
     }
 
     /// Replace the record in `dir` in one step: a temporary file, then

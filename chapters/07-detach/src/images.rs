@@ -291,8 +291,8 @@ pub fn rmi(paths: &Paths, names: &[String]) -> Result<i32> {
             if let Some((_, id)) = in_use.iter().find(|(d, _)| *d == digest) {
                 if last {
                     bail!(
-                        "image {name} is in use by running container {id}: \
-                         stop it first"
+                        "image {name} is in use by container {id}: \
+                         remove it first (mydocker rm -f {id})"
                     );
                 }
             }
