@@ -321,6 +321,14 @@ mod tests {
     }
 
     #[test]
+    fn a_long_line_is_not_cut_inside_a_character() {
+        let mut line = vec![b'a'; MAX_LINE - 1];
+        line.extend_from_slice("é\n".as_bytes());
+        assert_eq!(line_end(&line), Some(MAX_LINE - 1));
+        assert_eq!(line_end(&vec![b'a'; MAX_LINE + 5]), Some(MAX_LINE));
+    }
+
+    #[test]
     fn lines_are_cut_at_newlines_and_long_ones_in_pieces() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path()).unwrap();
