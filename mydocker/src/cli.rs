@@ -45,7 +45,12 @@ pub enum Command {
     // ANCHOR: image_commands
     /// Make an image of a running container's files
     Commit {
-        /// The container: its ID, or the start of it (its hostname)
+        // @before 7
+        // /// The container: its ID, or the start of it (its hostname)
+        // @end
+        // @stage 7
+        /// The container: its name, its ID, or the start of its ID
+        // @end
         container: String,
         /// The new image: NAME[:TAG]
         image: String,
@@ -70,7 +75,12 @@ pub enum Command {
     },
     /// Write a running container's files as a tarball
     Export {
-        /// The container: its ID, or the start of it (its hostname)
+        // @before 7
+        // /// The container: its ID, or the start of it (its hostname)
+        // @end
+        // @stage 7
+        /// The container: its name, its ID, or the start of its ID
+        // @end
         container: String,
         /// Write to FILE instead of standard output
         #[arg(short, long, value_name = "FILE")]

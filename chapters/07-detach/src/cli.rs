@@ -36,7 +36,7 @@ pub enum Command {
     // ANCHOR: image_commands
     /// Make an image of a running container's files
     Commit {
-        /// The container: its ID, or the start of it (its hostname)
+        /// The container: its name, its ID, or the start of its ID
         container: String,
         /// The new image: NAME[:TAG]
         image: String,
@@ -61,7 +61,7 @@ pub enum Command {
     },
     /// Write a running container's files as a tarball
     Export {
-        /// The container: its ID, or the start of it (its hostname)
+        /// The container: its name, its ID, or the start of its ID
         container: String,
         /// Write to FILE instead of standard output
         #[arg(short, long, value_name = "FILE")]

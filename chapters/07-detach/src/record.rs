@@ -8,9 +8,10 @@
 //!   renamed over the old one. rename(2) is atomic, so a reader sees the
 //!   old record or the new one, never half of each, and a writer killed
 //!   half-way leaves the old one.
-//! - Only the holder of the container's lock (`containers/ID/lock`, see
-//!   container.rs) writes it: the monitor while the container runs, or
-//!   whoever took the lock from a monitor that died. Readers need no lock.
+//! - One writer at a time: the monitor while the container runs (it holds
+//!   `containers/ID/lock`), or, once no monitor does, the one command that
+//!   holds the right to change the container (the lock of its directory,
+//!   see container.rs `change`). Readers need no lock.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
