@@ -71,7 +71,7 @@ use crate::volumes;
 // @stage 7
 use crate::names;
 use crate::record::{Record, State};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 // @end
 
 // ANCHOR: container
@@ -610,30 +610,35 @@ fn gone(err: &anyhow::Error) -> bool {
 /// such right: nobody changes a container that runs.)
 pub fn change(paths: &Paths, id: &str) -> Result<Option<File>> {
     let dir = paths.container(id);
-    match lock_waiting(&dir) {
+    let lock = match lock_waiting(&dir) {
         // Removed while we waited: we locked what is now `.ID.removing`.
-        Ok(_) if !dir.exists() => Ok(None),
-        Ok(lock) => Ok(Some(lock)),
-        Err(err) if gone(&err) => Ok(None),
-        Err(err) => Err(err),
+        Ok(_) if !dir.exists() => return Ok(None),
+        Ok(lock) => lock,
+        Err(err) if gone(&err) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    // A monitor that has written "exited" is about to let its lock go:
+    // wait for it, rather than take its container for a running one.
+    // It only closes its files: a few ms. One that never does is stuck.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exited = |record: Record| record.state == State::Exited;
+    while Record::load_if_there(&dir)?.is_some_and(exited)
+        && is_running(paths, id)?
+    {
+        if Instant::now() > deadline {
+            bail!("the monitor of container {} does not end", id::short(id));
+        }
+        signals::check_interrupted()?;
+        std::thread::sleep(Duration::from_millis(5));
     }
+    Ok(Some(lock))
 }
 
 /// The container's `lock`, for a new monitor (`start`): the caller has the
-/// right to change it, and saw that it does not run. Someone who only
-/// looks (`is_running`) may hold it for a moment: try again.
+/// right to change it, and saw that it does not run, so only someone who
+/// looks (`is_running`) may hold it, for a moment.
 pub fn take_for_monitor(paths: &Paths, id: &str) -> Result<File> {
-    let path = paths.container(id).join(LOCK);
-    for _ in 0..1000 {
-        match lock(&path, false, LOCK_NOW) {
-            Ok(lock) => return Ok(lock),
-            Err(err) if err.downcast_ref() == Some(&Errno::EWOULDBLOCK) => {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            Err(err) => return Err(err),
-        }
-    }
-    bail!("{}: held by someone else for too long", path.display())
+    lock_waiting(&paths.container(id).join(LOCK))
 }
 // ANCHOR_END: change
 

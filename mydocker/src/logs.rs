@@ -241,19 +241,16 @@ impl Output {
             Stream::Stdout => &mut self.stdout,
             Stream::Stderr => &mut self.stderr,
         };
+        // (`logs C | head`: once head has gone, SIGPIPE ends us quietly,
+        // see main.rs.)
         let written = if self.timestamps {
             write!(out, "{} {}", entry.time, entry.log)
         } else {
             out.write_all(entry.log.as_bytes())
         };
-        match written.and_then(|()| out.flush()) {
-            Ok(()) => Ok(()),
-            // `logs C | head`: the reader is gone, stop quietly.
-            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
-                std::process::exit(0)
-            }
-            Err(err) => Err(err).context("write the log out"),
-        }
+        written
+            .and_then(|()| out.flush())
+            .context("write the log out")
     }
 }
 // ANCHOR_END: output

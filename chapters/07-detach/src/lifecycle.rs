@@ -141,16 +141,6 @@ fn wait_for_monitor(paths: &Paths, id: &str, deadline: Instant) -> Result<()> {
     Ok(())
 }
 // ANCHOR_END: wait_for_monitor
-
-/// A monitor that has written "exited" is about to let its lock go: wait
-/// for it, rather than take its container for a running one.
-fn finishing(paths: &Paths, id: &str) -> Result<()> {
-    let record = Record::load_if_there(&paths.container(id))?;
-    if record.is_some_and(|record| record.state == State::Exited) {
-        wait_for_monitor(paths, id, Instant::now() + MONITOR_TIMEOUT)?;
-    }
-    Ok(())
-}
 // ANCHOR_END: stop
 
 // ANCHOR: start
@@ -162,7 +152,6 @@ pub fn start(paths: &Paths, names: &[String]) -> Result<i32> {
         let Some(_change) = container::change(paths, &id)? else {
             bail!("no such container: {name}");
         };
-        finishing(paths, &id)?;
         if container::is_running(paths, &id)? {
             say(name); // running already: nothing to do
             return Ok(0);
@@ -200,7 +189,6 @@ pub fn rm(paths: &Paths, names: &[String], force: bool) -> Result<i32> {
             let Some(change) = container::change(paths, &id)? else {
                 break; // a `--rm` container, removed by its monitor
             };
-            finishing(paths, &id)?;
             if !container::is_running(paths, &id)? {
                 container::remove(paths, &id)
                     .with_context(|| format!("remove container {name}"))?;
