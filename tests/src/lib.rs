@@ -13,6 +13,7 @@
 //! PID, when the test ends without having waited for it.
 
 pub mod catalog;
+pub mod slowed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use mydocker_stage_tests::slowed::run_slowed;
 use mydocker_stage_tests::{
     assert_no_cgroup_left, cgroup_layout, cgroup_roots, cgroups_exclusive, cgroups_shared,
     children_of, container_cgroups, descendants, eventually, online_cpus, signal, start_time,
@@ -84,23 +85,29 @@ fn limits_are_written_before_the_command_runs() {
     let _lock = cgroups_shared();
     let md = Mydocker::new();
     // Room for one process, the container's PID 1: its very first fork
-    // must fail. That holds only if pids.max was 1 before the shell's first
-    // fork, as it always is when the limits are written before the command
-    // starts; a limit written late lets the shell fork, when the shell wins
-    // the race against the late write. It may not win every time: try a
-    // few times, a correct binary never lets it fork.
-    for _ in 0..8 {
-        let out = md.sh(&["--pids-limit", "1"], "busybox true && echo forked");
-        assert!(
-            !out.stdout.contains("forked"),
-            "the shell forked: the limit came after the command started: {out:#?}"
-        );
-        assert_ne!(out.code, Some(0), "{out:#?}");
-        assert!(
-            out.stderr.to_lowercase().contains("fork"),
-            "the shell should say that it cannot fork: {out:#?}"
-        );
-    }
+    // must fail. That holds only if pids.max was 1, and the container in
+    // its cgroup, before the command started. A binary that releases the
+    // command first and writes the limits after races its own container,
+    // and on a fast machine may win that race every time: run_slowed makes
+    // it lose. From the moment mydocker starts the container's process,
+    // each of mydocker's own system calls waits 30 ms (the container runs
+    // at full speed), so a limit written after the release comes a tenth
+    // of a second late or more, while the shell forks within
+    // milliseconds. A binary that writes the limits first is only slower.
+    let run = md.command(&md.run_args(
+        &["--pids-limit", "1"],
+        &["sh", "-c", "busybox true && echo forked"],
+    ));
+    let out = run_slowed(run, Duration::from_millis(30), md.timeout());
+    assert!(
+        !out.stdout.contains("forked"),
+        "the shell forked: the limit came after the command started: {out:#?}"
+    );
+    assert_ne!(out.code, Some(0), "{out:#?}");
+    assert!(
+        out.stderr.to_lowercase().contains("fork"),
+        "the shell should say that it cannot fork: {out:#?}"
+    );
     // With room for the test's own commands: every limit, in the kernel's
     // units.
     let options = [
