@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
-use crate::{collect, describe, kill_tree, no_panic, read_all, Outcome};
+use crate::{alive, collect, describe, kill_tree, no_panic, read_all, start_time, Outcome};
 
 /// Run `command` to the end, each of its system calls held for `delay`
 /// from the moment it starts a process in namespaces of its own (the
@@ -96,8 +96,9 @@ fn trace(pid: i32, delay: Duration) -> Result<Option<i32>, String> {
     if !libc::WIFSTOPPED(status) {
         return Err(format!("it did not stop after exec (status {status:#x})"));
     }
-    // Report the processes and threads it starts, and system calls as
-    // such; kill it if this thread ends without having seen it end.
+    // Report the processes and threads it starts, its execs, and system
+    // calls as such; kill it if this thread ends without having seen it
+    // end.
     let options = libc::PTRACE_O_TRACESYSGOOD
         | libc::PTRACE_O_TRACEFORK
         | libc::PTRACE_O_TRACEVFORK
@@ -108,15 +109,15 @@ fn trace(pid: i32, delay: Duration) -> Result<Option<i32>, String> {
     // Until it starts the container it runs at full speed (PTRACE_CONT
     // stops only for signals and events); while the container runs it
     // stops at every system call (PTRACE_SYSCALL), and is held at each
-    // entry; once the container has ended, full speed again.
-    // The container's PID while it runs: the slowing lasts that long.
+    // entry; once the container has ended, full speed again. `container`
+    // is the container's PID and start time while it runs.
     let mut container = None;
     // A system call's stops alternate: entry, exit. Slowing starts inside
     // the fork, whose entry has passed: the next stop is an exit.
     let mut entering = false;
     let mut signal = 0;
     loop {
-        if container.is_some_and(ended) {
+        if container.is_some_and(|(pid, started)| !alive(pid, started)) {
             container = None;
         }
         let resume = if container.is_some() {
@@ -158,7 +159,7 @@ fn trace(pid: i32, delay: Duration) -> Result<Option<i32>, String> {
                 request(libc::PTRACE_DETACH, new, 0)?;
             }
             if is_container(pid, new) {
-                container = Some(new);
+                container = Some((new as u32, start_time(new as u32)));
                 entering = false;
             }
         } else if event == 0 && stopped_by != libc::SIGTRAP && !group_stop(pid) {
@@ -177,16 +178,6 @@ fn is_container(pid: i32, new: i32) -> bool {
     ["pid", "mnt"]
         .iter()
         .any(|kind| namespace(pid, kind) != namespace(new, kind))
-}
-
-/// Whether process `pid` has ended: gone, or a zombie.
-fn ended(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_none_or(|(_, rest)| rest.starts_with(['Z', 'X'])),
-        Err(_) => true,
-    }
 }
 
 /// Whether the process is stopped by SIGSTOP and the like (a group-stop,
