@@ -56,10 +56,10 @@ pub fn run_slowed(mut command: Command, delay: Duration, timeout: Duration) -> O
             Err(err) => Report::Failed(err),
         });
     });
-    let (pid, stdout, stderr) = match rx.recv() {
+    let (pid, stdout, stderr) = match rx.recv_timeout(timeout) {
         Ok(Report::Started(pid, stdout, stderr)) => (pid, stdout, stderr),
         Ok(Report::Failed(err)) => panic!("{what}: {err}"),
-        _ => panic!("{what}: the tracer ended early"),
+        _ => panic!("{what}: did not start within {} s", timeout.as_secs()),
     };
     let code = match rx.recv_timeout(timeout) {
         Ok(Report::Ended(code)) => code,
