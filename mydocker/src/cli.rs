@@ -136,6 +136,10 @@ pub enum Command {
     },
     // ANCHOR_END: container_commands
     // @end
+    // @stage 8
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    // @end
     /// The container's first process (started by `run`, not by you)
     #[command(hide = true)]
     Init,
@@ -257,3 +261,43 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 // ANCHOR_END: run_args
+// @stage 8
+
+// ANCHOR: exec_args
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Keep standard input attached to the command
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Give the command the terminal (for an interactive shell: -ti)
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Set an environment variable: KEY=VALUE, or KEY for this shell's
+    #[arg(
+        short,
+        long = "env",
+        value_name = "KEY=VALUE",
+        allow_hyphen_values = true
+    )]
+    pub env: Vec<String>,
+
+    /// The directory to run the command in (absolute; default: /)
+    #[arg(short, long, value_name = "DIR", allow_hyphen_values = true)]
+    pub workdir: Option<String>,
+
+    /// The container: its name, its ID, or the start of its ID
+    pub container: String,
+
+    /// The command to run in the container, and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+// ANCHOR_END: exec_args
+// @end

@@ -173,7 +173,12 @@ fn mount_proc() -> Result<()> {
 // ANCHOR: hand_over
 /// Leave the command nothing of mydocker's: signal dispositions and open
 /// files survive execve(2).
-fn hand_over() -> Result<()> {
+// @before 8
+// fn hand_over() -> Result<()> {
+// @end
+// @stage 8
+pub fn hand_over() -> Result<()> {
+    // @end
     // Rust's runtime ignores SIGPIPE (it turns EPIPE into an error instead).
     // An ignored signal stays ignored across exec: `yes | head -1` would
     // print "Broken pipe" instead of ending quietly.
@@ -199,7 +204,12 @@ fn hand_over() -> Result<()> {
 // ANCHOR: environment
 /// Replace the environment inherited from the host with the container's.
 /// (execvp searches the PATH of *this* environment, so set it first.)
-fn set_environment(env: &[String]) {
+// @before 8
+// fn set_environment(env: &[String]) {
+// @end
+// @stage 8
+pub fn set_environment(env: &[String]) {
+    // @end
     for (key, _) in std::env::vars_os() {
         std::env::remove_var(key);
     }
@@ -215,7 +225,12 @@ fn set_environment(env: &[String]) {
 // ANCHOR: exec
 /// Replace init with the user's command, looked up in $PATH like a shell
 /// does. On success this never returns: the command *is* PID 1 now.
-fn exec(command: &[String]) -> Result<i32> {
+// @before 8
+// fn exec(command: &[String]) -> Result<i32> {
+// @end
+// @stage 8
+pub fn exec(command: &[String]) -> Result<i32> {
+    // @end
     let args = command
         .iter()
         .map(|arg| CString::new(arg.as_bytes()))

@@ -17,6 +17,9 @@ mod config;
 // @stage 3
 mod container;
 // @end
+// @stage 8
+mod exec;
+// @end
 // @stage 2
 mod id;
 // @end
@@ -124,6 +127,9 @@ fn main() {
         Command::Rm { force, containers } => {
             lifecycle::rm(&paths::Paths::new(cli.root), &containers, force)
         }
+        // @end
+        // @stage 8
+        Command::Exec(args) => exec::exec(&paths::Paths::new(cli.root), args),
         // @end
         // @before 7
         // Command::Init => init::init(),

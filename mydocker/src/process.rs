@@ -99,6 +99,14 @@ impl Process {
     }
     // ANCHOR_END: wait_exit
 
+    // @stage 8
+    /// Whether the process still runs (one that has ended but is not
+    /// reaped yet, a zombie, has ended).
+    pub fn alive(&self) -> Result<bool> {
+        Ok(!self.wait_exit(Duration::ZERO)?)
+    }
+
+    // @end
     pub fn pidfd(&self) -> &OwnedFd {
         &self.pidfd
     }

@@ -443,7 +443,12 @@ fn environment(hostname: &str, tty: bool, user: Vec<String>) -> Vec<String> {
 // ANCHOR: parse_env
 /// `-e NAME=VALUE`, or `-e NAME` for our own value of NAME (none if we
 /// have none, as in Docker), checked before anything is made.
-fn parse_env(options: &[String]) -> Result<Vec<String>> {
+// @before 8
+// fn parse_env(options: &[String]) -> Result<Vec<String>> {
+// @end
+// @stage 8
+pub fn parse_env(options: &[String]) -> Result<Vec<String>> {
+    // @end
     let mut env = Vec::new();
     for option in options {
         let (name, value) = match option.split_once('=') {
@@ -507,7 +512,12 @@ fn send_config(pipe: &OwnedFd, config: &ContainerConfig) -> Result<()> {
 // ANCHOR: abort
 /// Stop a container that could not be set up: kill its init, which is still
 /// waiting for its orders, and reap it. Returns the error that stopped it.
-fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
+// @before 8
+// fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
+// @end
+// @stage 8
+pub fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
+    // @end
     signals::stop_forwarding();
     let _ = kill(child, Signal::SIGKILL);
     let _ = waitpid(child, None);
@@ -518,7 +528,12 @@ fn abort(child: Pid, err: anyhow::Error) -> anyhow::Error {
 // ANCHOR: wait
 /// Wait until the container's first process ends and turn how it ended into
 /// an exit code, the shell's way: its own code, or 128 + the signal number.
-fn wait_for(child: Pid) -> Result<i32> {
+// @before 8
+// fn wait_for(child: Pid) -> Result<i32> {
+// @end
+// @stage 8
+pub fn wait_for(child: Pid) -> Result<i32> {
+    // @end
     // WNOWAIT: learn that it ended, but leave it a zombie. Until it is
     // reaped its PID cannot be reused, so a signal forwarded meanwhile can
     // only reach the dead container, never an unrelated process.

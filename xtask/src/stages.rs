@@ -36,6 +36,10 @@ pub const STAGES: &[Stage] = &[
         number: 7,
         slug: "07-detach",
     },
+    Stage {
+        number: 8,
+        slug: "08-exec",
+    },
 ];
 
 pub fn last() -> u32 {

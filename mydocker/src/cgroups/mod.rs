@@ -430,6 +430,27 @@ fn freeze(leaf: &Path) {
 // ANCHOR_END: dead
 
 // @end
+// @stage 8
+// ANCHOR: procs_files
+/// The `cgroup.procs` files of running container `id`: one in each
+/// hierarchy where it has a directory, `<mount>/mydocker/<id>`. Writing a
+/// PID into them moves that process into the container's cgroup.
+pub fn procs_files(id: &str) -> Result<Vec<PathBuf>> {
+    let mounts = match Layout::detect()? {
+        Layout::V1 { hierarchies, .. } => {
+            hierarchies.into_iter().map(|h| h.mount).collect()
+        }
+        Layout::V2 { root } => vec![root],
+    };
+    Ok(mounts
+        .into_iter()
+        .map(|mount| mount.join(PARENT).join(id).join("cgroup.procs"))
+        .filter(|file| file.exists())
+        .collect())
+}
+// ANCHOR_END: procs_files
+
+// @end
 impl Drop for Cgroup {
     fn drop(&mut self) {
         if let Err(err) = self.remove() {
