@@ -9,7 +9,7 @@
 //! 6. the stage tests catch every broken variant (`broken.rs`)
 //! 7. on a host with cgroup v1, the tests of the cgroup stages once more, on
 //!    a cgroup v2 kernel booted under QEMU (see `qemu.rs`)
-//! 8. `bench/run --smoke` and `bench/ps --smoke`: the benchmarks still run (their figures are not
+//! 8. `bench/run`, `bench/ps` and `bench/exec` with `--smoke`: the benchmarks still run (their figures are not
 //!    checked: speed is measured, never asserted)
 //!
 //! `cargo xtask test --stage N [--bin PATH]` runs only step 5, for one
@@ -128,7 +128,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
 
 fn bench_smoke(root: &Path) -> Result<()> {
     let bin = root.join("target/release/mydocker");
-    for script in ["bench/run", "bench/ps"] {
+    for script in ["bench/run", "bench/ps", "bench/exec"] {
         let status = Command::new(root.join(script))
             .arg("--smoke")
             .arg("--bin")
