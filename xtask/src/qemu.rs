@@ -4,7 +4,8 @@
 //! ever exercises the v1 code. Here tests/qemu/run-v2.sh boots Debian's
 //! cloud kernel under QEMU with `cgroup_no_v1=all`, copies the test
 //! binaries and the mydocker binaries into it, and runs the stage tests
-//! whose subject is cgroups there, one at a time.
+//! whose subject is cgroups there, one at a time: stages 1 and 2 whole,
+//! and the cgroup tests of later stages (`exec` joins a cgroup).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,18 @@ use crate::stages;
 /// The tests of stages 1..=V2_STAGES run in the guest: those are the
 /// stages whose behaviour depends on the cgroup layout.
 const V2_STAGES: u32 = 2;
+
+/// Tests of later stages that depend on the layout too: (stage, the
+/// filter that picks them, by name).
+const V2_LATER: &[(u32, &str)] = &[(8, "cgroup")];
+
+/// One test executable, the stage it belongs to, and which of its tests
+/// to run (all without a filter).
+struct Tests {
+    path: PathBuf,
+    stage: u32,
+    filter: Option<&'static str>,
+}
 
 pub fn v2_tests(root: &Path) -> Result<()> {
     println!("\n== cgroup v2 tests");
@@ -56,7 +69,8 @@ pub fn v2_tests(root: &Path) -> Result<()> {
 
     let mut command = as_root(root, "tests/qemu/run-v2.sh");
     command.arg("--cache").arg(&cache);
-    for path in subjects.iter().map(|(p, _)| p).chain(&tests) {
+    let test_paths = tests.iter().map(|t| &t.path);
+    for path in subjects.iter().map(|(p, _)| p).chain(test_paths) {
         command.arg("--bin").arg(path);
     }
     command.args(["--", "sh", "-c", &guest_script(&subjects, &tests)]);
@@ -73,7 +87,7 @@ pub fn v2_tests(root: &Path) -> Result<()> {
 
 /// What the guest runs: every test binary against every subject, one test
 /// at a time (the guest is slow, and has two CPUs).
-fn guest_script(subjects: &[(PathBuf, u32)], tests: &[PathBuf]) -> String {
+fn guest_script(subjects: &[(PathBuf, u32)], tests: &[Tests]) -> String {
     let name = |p: &Path| {
         p.file_name()
             .unwrap_or_default()
@@ -82,20 +96,22 @@ fn guest_script(subjects: &[(PathBuf, u32)], tests: &[PathBuf]) -> String {
     };
     let mut script = String::from("set -e; mydocker info\n");
     for (bin, stage) in subjects {
-        for test in tests {
+        for test in tests.iter().filter(|t| t.stage <= *stage) {
             script.push_str(&format!(
-                "echo '== {test} against {bin} (stage {stage}) on cgroup v2'\n\
-                 MYDOCKER_BIN=/opt/bin/{bin} MYDOCKER_STAGE={stage} /opt/bin/{test} --test-threads=1\n",
+                "echo '== {test} {filter} against {bin} (stage {stage}) on cgroup v2'\n\
+                 MYDOCKER_BIN=/opt/bin/{bin} MYDOCKER_STAGE={stage} /opt/bin/{test} --test-threads=1 {filter}\n",
                 bin = name(bin),
-                test = name(test),
+                test = name(&test.path),
+                filter = test.filter.unwrap_or_default(),
             ));
         }
     }
     script
 }
 
-/// Build the stage tests and return the executables of stages 1..=V2_STAGES.
-fn test_binaries(root: &Path) -> Result<Vec<PathBuf>> {
+/// Build the stage tests and return the executables of stages
+/// 1..=V2_STAGES and of V2_LATER.
+fn test_binaries(root: &Path) -> Result<Vec<Tests>> {
     let output = Command::new(env!("CARGO"))
         .current_dir(root)
         .args(["test", "--no-run", "--message-format=json"])
@@ -121,13 +137,35 @@ fn test_binaries(root: &Path) -> Result<Vec<PathBuf>> {
             .strip_prefix("stage")
             .and_then(|s| s.get(..2))
             .and_then(|n| n.parse::<u32>().ok());
-        if stage.is_some_and(|n| n <= V2_STAGES) {
-            found.push(PathBuf::from(executable));
+        let Some(stage) = stage else { continue };
+        let later = V2_LATER.iter().find(|(n, _)| *n == stage);
+        if let Some((_, filter)) = later {
+            // A filter that picks no test would pass with nothing run.
+            let listed = Command::new(executable)
+                .args(["--list", filter])
+                .output()
+                .with_context(|| format!("run {executable} --list"))?;
+            let count = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .filter(|line| line.ends_with(": test"))
+                .count();
+            if count == 0 {
+                bail!("no test of {name} has {filter:?} in its name");
+            }
+        }
+        if stage <= V2_STAGES || later.is_some() {
+            found.push(Tests {
+                path: PathBuf::from(executable),
+                stage,
+                filter: later.map(|(_, filter)| *filter),
+            });
         }
     }
-    found.sort();
-    if found.len() != V2_STAGES as usize {
-        bail!("expected {V2_STAGES} stage test binaries, found {found:?}");
+    found.sort_by_key(|t| t.stage);
+    let expected = V2_STAGES as usize + V2_LATER.len();
+    if found.len() != expected {
+        let paths: Vec<_> = found.iter().map(|t| &t.path).collect();
+        bail!("expected {expected} stage test binaries, found {paths:?}");
     }
     Ok(found)
 }
