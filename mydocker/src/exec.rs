@@ -72,8 +72,8 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<i32> {
     };
 
     target.join()?;
-    // O_CLOEXEC: the command must not inherit the parent's end, or it
-    // would keep its own "go" pipe open.
+    // The child waits on this pipe until the parent has put it into the
+    // cgroup. O_CLOEXEC: the command inherits neither end.
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
     // SAFETY: mydocker has a single thread (setns into a mount namespace
     // would have failed otherwise), so the child may run Rust code.
