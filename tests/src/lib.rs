@@ -13,6 +13,7 @@
 //! PID, when the test ends without having waited for it.
 
 pub mod catalog;
+pub mod old_kernel;
 pub mod slowed;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +38,7 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const TEST_BUDGET: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
-pub const LAST_STAGE: u32 = 7;
+pub const LAST_STAGE: u32 = 8;
 
 /// Stage 3 made `run` take an image before the command.
 pub const FIRST_STAGE_WITH_IMAGES: u32 = 3;
@@ -376,6 +377,14 @@ impl Mydocker {
     /// Start a prepared command and return at once, with its output piped.
     pub fn spawn_command(&self, command: Command) -> Spawned {
         let mut process = Spawned::new(command, false);
+        process.deadline = self.deadline;
+        process
+    }
+
+    /// [`Mydocker::spawn_command`] with its standard input piped too, for
+    /// [`Spawned::send_line`] and [`Spawned::close_stdin`].
+    pub fn spawn_with_stdin(&self, command: Command) -> Spawned {
+        let mut process = Spawned::new(command, true);
         process.deadline = self.deadline;
         process
     }
