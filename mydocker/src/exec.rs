@@ -21,7 +21,7 @@ use std::fs::{self, File};
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
@@ -65,7 +65,7 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<i32> {
     // Opened while this process still sees the host's files: once it is
     // in the container's mount namespace, /sys/fs/cgroup is the
     // container's, or nothing.
-    let procs = open_procs(&target)?;
+    let procs = target.open_procs()?;
     let stdin = match args.interactive {
         true => None,
         false => Some(File::open("/dev/null").context("open /dev/null")?),
@@ -75,8 +75,10 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<i32> {
     // The child waits on this pipe until the parent has put it into the
     // cgroup. O_CLOEXEC: the command inherits neither end.
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
-    // SAFETY: mydocker has a single thread (setns into a mount namespace
-    // would have failed otherwise), so the child may run Rust code.
+    // SAFETY: mydocker never starts a thread, so the child is a copy of
+    // the whole process, with no lock held by a thread left behind, and
+    // may run Rust code. (The setns above proves nothing: through a pidfd
+    // with several namespaces, it lets a second thread pass.)
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(go_write);
@@ -106,13 +108,14 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<i32> {
 // ANCHOR: target
 /// The container to enter: its PID 1, held through a pidfd.
 struct Target {
-    id: String,
     /// The name the user gave, for the messages.
     name: String,
     pid: i32,
     process: Process,
     /// Whether its user namespace differs from ours.
     own_user_namespace: bool,
+    /// The `cgroup.procs` files of its cgroups.
+    cgroups: Vec<PathBuf>,
     /// The container's environment.
     env: Vec<String>,
 }
@@ -143,17 +146,18 @@ impl Target {
         // a process in ours is no container, whatever a record says.
         let host = same_namespace(pid, "pid")?;
         let own_user_namespace = !same_namespace(pid, "user")?;
+        let cgroups = cgroups::procs_files_of(pid)?;
         // Those files were the right process's only if it still runs now:
         // a PID goes to another process only once its process is gone.
         if host || !process.alive()? {
             return Err(not_running());
         }
         Ok(Target {
-            id,
             name: name.to_string(),
             pid,
             process,
             own_user_namespace,
+            cgroups,
             env: record.config.env,
         })
     }
@@ -178,23 +182,24 @@ fn same_namespace(pid: i32, kind: &str) -> Result<bool> {
 // ANCHOR_END: target
 
 // ANCHOR: cgroup_files
-/// The container's `cgroup.procs` files, opened for writing.
-fn open_procs(target: &Target) -> Result<Vec<File>> {
-    let files = cgroups::procs_files(&target.id)?;
-    // From stage 6 on every container has a cgroup: none left means it
-    // has stopped meanwhile.
-    if files.is_empty() {
-        return Err(target.not_running());
+impl Target {
+    /// The cgroup.procs files of its PID 1's cgroups, opened for writing.
+    fn open_procs(&self) -> Result<Vec<File>> {
+        let mut files = Vec::new();
+        for path in &self.cgroups {
+            match File::options().write(true).open(path) {
+                Ok(file) => files.push(file),
+                // Its cgroup is removed once it has stopped.
+                Err(_) if !self.process.alive()? => {
+                    return Err(self.not_running())
+                }
+                Err(err) => {
+                    return Err(err).context(format!("open {}", path.display()))
+                }
+            }
+        }
+        Ok(files)
     }
-    files
-        .iter()
-        .map(|file| {
-            File::options()
-                .write(true)
-                .open(file)
-                .with_context(|| format!("open {}", file.display()))
-        })
-        .collect()
 }
 // ANCHOR_END: cgroup_files
 

@@ -432,23 +432,80 @@ fn freeze(leaf: &Path) {
 // @end
 // @stage 8
 // ANCHOR: procs_files
-/// The `cgroup.procs` files of running container `id`: one in each
-/// hierarchy where it has a directory, `<mount>/mydocker/<id>`. Writing a
-/// PID into them moves that process into the container's cgroup.
-pub fn procs_files(id: &str) -> Result<Vec<PathBuf>> {
-    let mounts = match Layout::detect()? {
-        Layout::V1 { hierarchies, .. } => {
-            hierarchies.into_iter().map(|h| h.mount).collect()
-        }
-        Layout::V2 { root } => vec![root],
+/// The `cgroup.procs` files of the cgroups that process `pid` is in, in
+/// every hierarchy: writing a PID into them puts that process beside it.
+pub fn procs_files_of(pid: i32) -> Result<Vec<PathBuf>> {
+    let read = |path: String| {
+        fs::read_to_string(&path).with_context(|| format!("read {path}"))
     };
-    Ok(mounts
-        .into_iter()
-        .map(|mount| mount.join(PARENT).join(id).join("cgroup.procs"))
-        .filter(|file| file.exists())
-        .collect())
+    let cgroups = read(format!("/proc/{pid}/cgroup"))?;
+    let mountinfo = read("/proc/self/mountinfo".to_string())?;
+    Ok(procs_files_in(&cgroups, &mountinfo))
+}
+
+/// Each line of /proc/PID/cgroup is `ID:CONTROLLERS:PATH`: the process is
+/// in cgroup PATH of the hierarchy that has those controllers (or that
+/// name, `name=systemd`; none: the v2 hierarchy, `0::PATH`). Its files are
+/// under the mount of that hierarchy, found in mountinfo by its super
+/// options. All of them, not only `mydocker/ID`: the container's process
+/// is also in the hierarchies where mydocker set no limit, where it stayed
+/// in the cgroup that `run` was called from.
+fn procs_files_in(cgroups: &str, mountinfo: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let wanted: Vec<&str> =
+            controllers.split(',').filter(|c| !c.is_empty()).collect();
+        // A hierarchy that is not mounted here cannot be joined from here.
+        if let Some(dir) = hierarchy_dir(mountinfo, &wanted, path) {
+            files.push(dir.join("cgroup.procs"));
+        }
+    }
+    files
 }
 // ANCHOR_END: procs_files
+
+// ANCHOR: hierarchy_dir
+/// Where cgroup `path` of the hierarchy with controllers `wanted` is seen:
+/// a mount of that hierarchy whose root (the 4th field: "/" unless only a
+/// part of the tree is mounted there) holds `path`.
+fn hierarchy_dir(
+    mountinfo: &str,
+    wanted: &[&str],
+    path: &str,
+) -> Option<PathBuf> {
+    for line in mountinfo.lines() {
+        let Some((mount, fs)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut mount = mount.split(' ').skip(3);
+        let (Some(root), Some(mount_point)) = (mount.next(), mount.next())
+        else {
+            continue;
+        };
+        let mut fs = fs.split(' ');
+        let (fstype, options) = (fs.next(), fs.nth(1).unwrap_or_default());
+        let options: Vec<&str> = options.split(',').collect();
+        let same = match fstype {
+            Some("cgroup2") => wanted.is_empty(),
+            Some("cgroup") => {
+                !wanted.is_empty() && wanted.iter().all(|c| options.contains(c))
+            }
+            _ => false,
+        };
+        let inside = Path::new(path).strip_prefix(unescape(root)).ok();
+        if let (true, Some(inside)) = (same, inside) {
+            return Some(PathBuf::from(unescape(mount_point)).join(inside));
+        }
+    }
+    None
+}
+// ANCHOR_END: hierarchy_dir
 
 // @end
 impl Drop for Cgroup {
@@ -667,5 +724,48 @@ mod tests {
         );
         assert_eq!(message, expected);
     }
+    // @stage 8
+
+    #[test]
+    fn finds_a_process_cgroups_in_every_hierarchy() {
+        let cgroups = "\
+9:name=systemd:/user.slice
+4:memory:/mydocker/c1
+2:cpuacct:/
+1:cpu:/mydocker/c1
+0::/user.slice/session-3.scope
+";
+        let files: Vec<String> = procs_files_in(cgroups, HYBRID)
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        assert_eq!(
+            files,
+            [
+                "/sys/fs/cgroup/systemd/user.slice/cgroup.procs",
+                "/sys/fs/cgroup/memory/mydocker/c1/cgroup.procs",
+                "/sys/fs/cgroup/cpuacct/cgroup.procs",
+                "/sys/fs/cgroup/cpu/mydocker/c1/cgroup.procs",
+                "/sys/fs/cgroup/unified/user.slice/session-3.scope/cgroup.procs",
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_a_cgroup_under_a_mount_of_part_of_the_tree() {
+        let mountinfo = "\
+35 24 0:30 /mydocker /mnt/cg rw - cgroup2 cgroup2 rw
+36 24 0:31 / /mnt/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+";
+        let cgroups = "1:cpu,cpuacct:/a\n2:memory:/a\n0::/mydocker/c1\n";
+        assert_eq!(
+            procs_files_in(cgroups, mountinfo),
+            [
+                PathBuf::from("/mnt/cpu,cpuacct/a/cgroup.procs"),
+                PathBuf::from("/mnt/cg/c1/cgroup.procs"),
+            ]
+        );
+    }
+    // @end
 }
 // @end
