@@ -178,6 +178,12 @@ fn mount_proc() -> Result<()> {
 // @end
 // @stage 8
 pub fn hand_over() -> Result<()> {
+    default_sigpipe()?;
+    close_on_exec()
+}
+
+/// SIGPIPE back to its default action.
+pub fn default_sigpipe() -> Result<()> {
     // @end
     // Rust's runtime ignores SIGPIPE (it turns EPIPE into an error instead).
     // An ignored signal stays ignored across exec: `yes | head -1` would
@@ -185,6 +191,14 @@ pub fn hand_over() -> Result<()> {
     // SAFETY: restoring the default disposition installs no handler.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }
         .context("signal(SIGPIPE)")?;
+    // @stage 8
+    Ok(())
+}
+
+/// Every descriptor but 0, 1 and 2 closed on execve(2). It reads
+/// /proc/self/fd: the /proc of the process's mount namespace.
+pub fn close_on_exec() -> Result<()> {
+    // @end
     // Descriptors that mydocker inherited from whoever started it, beyond
     // stdin, stdout and stderr, must not reach the container: mark them
     // close-on-exec.

@@ -11,8 +11,11 @@
 //! one would: a seccomp filter (a classic BPF program the kernel runs at
 //! every system call of the filtered process) that fails setns(2) with
 //! EINVAL when its flags have more than one bit set, `x & (x - 1) != 0`.
-//! A pidfd setns with one flag and every file setns still work, as they
-//! did then. The filter is installed in the child between fork and exec
+//! Every file setns still works, as it did then. So does a pidfd setns
+//! with one flag, which an old kernel refused too (EINVAL: not a
+//! namespace file); the filter cannot tell a pidfd from a namespace file
+//! by its number, so an `exec` that joined through the pidfd one flag at
+//! a time would pass here and fail on 5.7. The filter is installed in the child between fork and exec
 //! ([`emulate`]), is inherited by whatever that process starts, and can
 //! never be removed.
 //!

@@ -263,25 +263,30 @@ impl T {
 }
 
 impl Drop for T {
-    /// After a failure only: remove what the test made, so that a failing
-    /// binary leaves nothing running (`rm -f`, then SIGKILL by PID to what
+    /// After a failure, or when the test left something: remove what the
+    /// test made, so that a failing binary leaves nothing running (`rm -f`, then SIGKILL by PID to what
     /// still runs in the test's containers' cgroups or carries its token).
     fn drop(&mut self) {
+        // A test that passed: check that nothing of it is left, and if
+        // something is, clean up first, then fail.
+        let mut left_over = None;
         if !std::thread::panicking() {
             let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let left =
                 || -> Vec<PathBuf> { ids.iter().flat_map(|id| cgroups_of_container(id)).collect() };
-            assert!(
-                eventually(Duration::from_secs(3), || left().is_empty()),
-                "the test's containers are gone, but their cgroups are not: {:?}",
-                left()
-            );
             let tokened = pids_with(&self.token);
-            assert!(
-                tokened.is_empty(),
-                "the test's containers are gone, but processes of theirs live: {tokened:?}"
-            );
-            return;
+            if !eventually(Duration::from_secs(3), || left().is_empty()) {
+                left_over = Some(format!(
+                    "the test's containers are gone, but their cgroups are not: {:?}",
+                    left()
+                ));
+            } else if !tokened.is_empty() {
+                left_over = Some(format!(
+                    "the test's containers are gone, but processes of theirs live: {tokened:?}"
+                ));
+            } else {
+                return;
+            }
         }
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Ok(entries) = std::fs::read_dir(self.md.root().join("containers")) {
@@ -324,6 +329,9 @@ impl Drop for T {
                 // SAFETY: a valid C string; umount2 touches nothing else.
                 unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
             }
+        }
+        if let Some(message) = left_over {
+            panic!("{message}");
         }
     }
 }
@@ -803,6 +811,41 @@ fn the_command_is_in_the_containers_cgroup_and_its_pids_limit_counts_it() {
 }
 
 #[test]
+fn the_cgroups_pids_limit_refuses_an_exec_beyond_it() {
+    let t = T::new();
+    // A PID 1 that never forks: the container holds exactly 1 process.
+    let id = t.run_d(&["--pids-limit", "2"], &["sleep", "1000"]);
+    let seen = look_at(&id);
+    let mut first = t.spawn_exec(&[], &id, &t.xsh("echo ready; exec sleep 60"), false);
+    first.expect_line("ready");
+    // 2 of 2. Moving a third process in is not refused by the kernel (only
+    // a fork is): exec must check, and start nothing.
+    let marker = Marker::new(&t, "pids");
+    let out = t.exec_in(&[], &id, &["touch", &marker.path()]);
+    assert!(
+        out.code == Some(125)
+            && out.stderr.lines().count() == 1
+            && out.stderr.contains("pids limit"),
+        "an exec that would take the container over its --pids-limit (2, with its PID 1 and one exec'd sleep) is refused with one line naming the pids limit, exit 125: {out:#?}"
+    );
+    signal(first.id(), libc::SIGTERM);
+    assert_eq!(
+        first.wait().code,
+        Some(143),
+        "SIGTERM to the first exec ends its sleep"
+    );
+    let out = t.exec_in(&[], &id, &["ls", "/tmp"]);
+    assert!(
+        out.code == Some(0) && !out.stdout.contains(&marker.name),
+        "the refused command never ran (no {} in the container), and with a process free again, exec works: {out:#?}",
+        marker.path()
+    );
+    marker.assert_absent(&t, "a refused exec");
+    t.exec(&["rm", "-f", &id]).success();
+    t.assert_gone(&id, &seen.procs, None);
+}
+
+#[test]
 fn the_command_is_in_the_containers_cgroup_from_its_first_instruction() {
     let t = T::new();
     let id = t.run_d(&[], &t.busy());
@@ -1248,6 +1291,41 @@ fn i_pipes_standard_input_in_and_without_it_the_command_reads_dev_null() {
 }
 
 #[test]
+fn descriptors_of_the_caller_never_reach_the_command() {
+    let t = T::new();
+    // A file the caller has open on fd 7, not close-on-exec (as a shell
+    // leaves `exec 7<FILE`).
+    let secret = tempfile::NamedTempFile::new().expect("a temporary file");
+    let text = format!("secret-{}", t.tag());
+    std::fs::write(secret.path(), &text).expect("write the secret");
+    let plain = t.run_d(&[], &t.busy());
+    // A container whose /proc is a fake one, with an empty self/fd: exec
+    // must not ask the container which descriptors it has.
+    let (faked, _ready) = t.run_ready(&[], "mkdir -p /fake/self/fd && mount -o bind /fake /proc");
+    for (id, what) in [(&plain, "its own /proc"), (&faked, "a fake /proc")] {
+        let mut args = vec!["exec".to_string(), id.clone()];
+        args.extend(t.xsh("if cat <&7; then echo; echo leaked; else echo closed; fi"));
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg("exec 7<\"$0\"; exec \"$@\"")
+            .arg(secret.path())
+            .arg(t.md.bin())
+            .args(&args)
+            .env("MYDOCKER_ROOT", t.md.root())
+            .stdin(Stdio::null());
+        let out = t.md.finish(command);
+        assert!(
+            out.code == Some(0) && out.stdout == "closed\n" && !out.stdout.contains(&text),
+            "in a container with {what}: a descriptor open in exec's caller (fd 7) must not reach the command (mark them close-on-exec from the host's /proc, before setns): {out:#?}"
+        );
+    }
+    t.exec(&["rm", "-f", &plain, &faked]).success();
+    t.assert_gone(&plain, &[], None);
+    t.assert_gone(&faked, &[], None);
+}
+
+#[test]
 fn signals_to_exec_reach_the_command() {
     let t = T::new();
     let id = t.run_d(&[], &t.busy());
@@ -1492,6 +1570,24 @@ fn a_record_pointing_at_another_process_is_refused_and_nothing_runs_in_it() {
     // as the monitor wrote it, the process gone.
     replace_file(&record, &original);
     refused("a container whose PID 1 has died while its monitor still holds the lock");
+    // 4. A live monitor whose record names a process of the host's own
+    // PID namespace, with its true start time: no container's PID 1 is
+    // in ours, whatever a record says.
+    let host = t.md.spawn_command({
+        let mut sleep = Command::new("sleep");
+        sleep.arg("1000").stdin(Stdio::null());
+        sleep
+    });
+    let host_started = start_time(host.id()).expect("the host sleep's start time");
+    let edited = set_json_field(&original, "pid", &host.id().to_string());
+    let edited = set_json_field(&edited, "pid_started", &host_started.to_string());
+    replace_file(&record, &edited);
+    refused("a record naming a process of the host's PID namespace, with its true start time");
+    assert!(
+        alive(host.id(), Some(host_started)),
+        "the host process the record named lives on"
+    );
+    drop(host);
     drop(lock);
     t.exec(&["rm", "-f", &id]).success();
     t.assert_gone(&id, &seen.procs, None);

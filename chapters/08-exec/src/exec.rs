@@ -65,11 +65,17 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<i32> {
     // in the container's mount namespace, /sys/fs/cgroup is the
     // container's, or nothing.
     let procs = target.open_procs()?;
+    let limits = cgroups::PidsLimit::of(&target.cgroups)?;
     let stdin = match args.interactive {
         true => None,
         false => Some(File::open("/dev/null").context("open /dev/null")?),
     };
 
+    // Every descriptor that mydocker inherited, marked close-on-exec
+    // while /proc is still the host's: the container's /proc is whatever
+    // the container mounted there (or nothing), and must not decide which
+    // of the caller's files reach the command.
+    init::close_on_exec()?;
     target.join()?;
     // The child waits on this pipe until the parent has put it into the
     // cgroup. O_CLOEXEC: the command inherits neither end.
@@ -92,7 +98,7 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<i32> {
         Ok(ForkResult::Parent { child }) => {
             drop(go_read);
             drop(stdin);
-            parent(&target, child, procs, go_write)
+            parent(&target, child, procs, limits, go_write)
         }
         // The kernel refuses new processes in a PID namespace whose PID 1
         // has died: the container stopped a moment ago.
@@ -304,6 +310,7 @@ fn parent(
     target: &Target,
     child: Pid,
     procs: Vec<File>,
+    limits: Vec<cgroups::PidsLimit>,
     go: OwnedFd,
 ) -> Result<i32> {
     signals::forward_to(child);
@@ -312,12 +319,32 @@ fn parent(
     }
     // Before the command runs a single instruction: its limits apply to
     // it, and every process it forks is in the cgroup too.
-    for mut file in procs {
+    for (mut file, path) in procs.into_iter().zip(&target.cgroups) {
         if let Err(err) = file.write_all(child.to_string().as_bytes()) {
             let err = match target.process.alive()? {
                 false => target.not_running(),
-                true => anyhow::Error::from(err).context("write cgroup.procs"),
+                true => anyhow::Error::from(err)
+                    .context(format!("write {}", path.display())),
             };
+            return Err(run::abort(child, err));
+        }
+    }
+    // The kernel counts a process moved in, but does not refuse it: one
+    // exec too many would take the container over its --pids-limit, and
+    // its own next fork would fail.
+    for limit in limits {
+        let over = match limit.exceeded() {
+            Ok(over) => over,
+            Err(err) => return Err(run::abort(child, err)),
+        };
+        if over {
+            let err = anyhow!(
+                "container {} is at its pids limit ({} in {}): \
+                 the command cannot start",
+                target.name,
+                limit.max,
+                limit.dir.display()
+            );
             return Err(run::abort(child, err));
         }
     }
@@ -377,7 +404,7 @@ impl Command<'_> {
             return Ok(126);
         }
         init::set_environment(self.env);
-        init::hand_over()?;
+        init::default_sigpipe()?;
         // A signal that came before the command: it never starts.
         signals::check_interrupted()?;
         init::exec(self.args)

@@ -140,12 +140,24 @@ fn mount_proc() -> Result<()> {
 /// Leave the command nothing of mydocker's: signal dispositions and open
 /// files survive execve(2).
 pub fn hand_over() -> Result<()> {
+    default_sigpipe()?;
+    close_on_exec()
+}
+
+/// SIGPIPE back to its default action.
+pub fn default_sigpipe() -> Result<()> {
     // Rust's runtime ignores SIGPIPE (it turns EPIPE into an error instead).
     // An ignored signal stays ignored across exec: `yes | head -1` would
     // print "Broken pipe" instead of ending quietly.
     // SAFETY: restoring the default disposition installs no handler.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }
         .context("signal(SIGPIPE)")?;
+    Ok(())
+}
+
+/// Every descriptor but 0, 1 and 2 closed on execve(2). It reads
+/// /proc/self/fd: the /proc of the process's mount namespace.
+pub fn close_on_exec() -> Result<()> {
     // Descriptors that mydocker inherited from whoever started it, beyond
     // stdin, stdout and stderr, must not reach the container: mark them
     // close-on-exec.

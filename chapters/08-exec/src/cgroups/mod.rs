@@ -24,6 +24,7 @@ mod v2;
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -401,7 +402,7 @@ pub fn procs_files_of(pid: i32) -> Result<Vec<PathBuf>> {
     };
     let cgroups = read(format!("/proc/{pid}/cgroup"))?;
     let mountinfo = read("/proc/self/mountinfo".to_string())?;
-    Ok(procs_files_in(&cgroups, &mountinfo))
+    procs_files_in(&cgroups, &mountinfo)
 }
 
 /// Each line of /proc/PID/cgroup is `ID:CONTROLLERS:PATH`: the process is
@@ -411,7 +412,7 @@ pub fn procs_files_of(pid: i32) -> Result<Vec<PathBuf>> {
 /// options. All of them, not only `mydocker/ID`: the container's process
 /// is also in the hierarchies where mydocker set no limit, where it stayed
 /// in the cgroup that `run` was called from.
-fn procs_files_in(cgroups: &str, mountinfo: &str) -> Vec<PathBuf> {
+fn procs_files_in(cgroups: &str, mountinfo: &str) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for line in cgroups.lines() {
         let mut fields = line.splitn(3, ':');
@@ -422,12 +423,20 @@ fn procs_files_in(cgroups: &str, mountinfo: &str) -> Vec<PathBuf> {
         };
         let wanted: Vec<&str> =
             controllers.split(',').filter(|c| !c.is_empty()).collect();
-        // A hierarchy that is not mounted here cannot be joined from here.
-        if let Some(dir) = hierarchy_dir(mountinfo, &wanted, path) {
-            files.push(dir.join("cgroup.procs"));
+        match hierarchy_dir(mountinfo, &wanted, path) {
+            Some(dir) => files.push(dir.join("cgroup.procs")),
+            // mydocker made this one, so it must be there: without it,
+            // the command would escape a limit of the container's.
+            None if path.starts_with(&format!("/{PARENT}/")) => bail!(
+                "cgroup {controllers}:{path}: no such hierarchy in \
+                 /proc/self/mountinfo"
+            ),
+            // Another hierarchy that is not mounted here (a named one
+            // of some other program's): it cannot be joined from here.
+            None => {}
         }
     }
-    files
+    Ok(files)
 }
 // ANCHOR_END: procs_files
 
@@ -467,6 +476,52 @@ fn hierarchy_dir(
     None
 }
 // ANCHOR_END: hierarchy_dir
+
+// ANCHOR: pids_over
+/// A cgroup's pids limit, with its `pids.current` open: so that it can be
+/// read later, from wherever the reader is by then.
+pub struct PidsLimit {
+    pub dir: PathBuf,
+    pub max: u64,
+    current: fs::File,
+}
+
+impl PidsLimit {
+    /// The limits of these cgroups, given by their `cgroup.procs` files.
+    pub fn of(procs_files: &[PathBuf]) -> Result<Vec<PidsLimit>> {
+        let mut limits = Vec::new();
+        for dir in procs_files.iter().filter_map(|file| file.parent()) {
+            // "max", or no such file (not the pids controller's): no limit.
+            let max = read(&dir.join("pids.max")).ok();
+            let Some(Ok(max)) = max.map(|max| max.trim().parse()) else {
+                continue;
+            };
+            let path = dir.join("pids.current");
+            let current = fs::File::open(&path)
+                .with_context(|| format!("open {}", path.display()))?;
+            limits.push(PidsLimit {
+                dir: dir.to_path_buf(),
+                max,
+                current,
+            });
+        }
+        Ok(limits)
+    }
+
+    /// Whether the cgroup holds more processes than its limit. Moving a
+    /// process into a cgroup is never refused for its pids limit, only
+    /// fork(2) is: so a process moved in can take a cgroup over it.
+    pub fn exceeded(&self) -> Result<bool> {
+        let mut buf = [0u8; 32];
+        let read = self.current.read_at(&mut buf, 0).map_err(os);
+        let len = read.with_context(|| {
+            format!("read {}/pids.current", self.dir.display())
+        })?;
+        let text = String::from_utf8_lossy(&buf[..len]);
+        Ok(text.trim().parse::<u64>().is_ok_and(|n| n > self.max))
+    }
+}
+// ANCHOR_END: pids_over
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
@@ -695,6 +750,7 @@ mod tests {
 0::/user.slice/session-3.scope
 ";
         let files: Vec<String> = procs_files_in(cgroups, HYBRID)
+            .unwrap()
             .iter()
             .map(|f| f.display().to_string())
             .collect();
@@ -716,12 +772,53 @@ mod tests {
 35 24 0:30 /mydocker /mnt/cg rw - cgroup2 cgroup2 rw
 36 24 0:31 / /mnt/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
 ";
-        let cgroups = "1:cpu,cpuacct:/a\n2:memory:/a\n0::/mydocker/c1\n";
+        let cgroups = "1:cpu,cpuacct:/a\n2:rdma:/a\n0::/mydocker/c1\n";
         assert_eq!(
-            procs_files_in(cgroups, mountinfo),
+            procs_files_in(cgroups, mountinfo).unwrap(),
             [
                 PathBuf::from("/mnt/cpu,cpuacct/a/cgroup.procs"),
                 PathBuf::from("/mnt/cg/c1/cgroup.procs"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_hierarchy_of_mydockers_own_is_an_error() {
+        let cgroups = "4:memory:/mydocker/c1\n";
+        let mountinfo = "36 24 0:31 / /mnt/cpu rw - cgroup cgroup rw,cpu\n";
+        let err = procs_files_in(cgroups, mountinfo).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cgroup memory:/mydocker/c1: no such hierarchy in \
+             /proc/self/mountinfo"
+        );
+    }
+
+    #[test]
+    fn a_pids_limit_is_exceeded_only_above_its_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for (name, max, current) in [
+            ("none", "max", "9"),
+            ("under", "5", "5"),
+            ("over", "2", "3"),
+        ] {
+            let cgroup = dir.path().join(name);
+            fs::create_dir(&cgroup).unwrap();
+            fs::write(cgroup.join("pids.max"), format!("{max}\n")).unwrap();
+            fs::write(cgroup.join("pids.current"), current).unwrap();
+            files.push(cgroup.join("cgroup.procs"));
+        }
+        let limits = PidsLimit::of(&files).unwrap();
+        let seen: Vec<(PathBuf, u64, bool)> = limits
+            .iter()
+            .map(|l| (l.dir.clone(), l.max, l.exceeded().unwrap()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (dir.path().join("under"), 5, false),
+                (dir.path().join("over"), 2, true)
             ]
         );
     }
