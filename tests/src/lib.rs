@@ -964,6 +964,41 @@ pub fn container_cgroups_of(pid: u32) -> Vec<PathBuf> {
     )
 }
 
+/// The clean-up after a failed test, once `rm -f` has had its chance:
+/// SIGKILL, by PID, to every process in the cgroups of containers `ids`
+/// and to every process whose command line holds `token`; then remove
+/// those cgroups, and detach whatever is still mounted under `root`.
+pub fn kill_and_unmount(ids: &BTreeSet<String>, token: &str, root: &Path) {
+    let mut cgroups = Vec::new();
+    for id in ids {
+        cgroups.extend(cgroups_of_container(id));
+    }
+    let mut victims: BTreeSet<u32> = processes_in(&cgroups);
+    victims.extend(pids_with(token));
+    for pid in &victims {
+        // SAFETY: kill(2) touches no memory.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    eventually(Duration::from_secs(5), || {
+        victims.iter().all(|p| !alive(*p, None))
+    });
+    remove_cgroups(&cgroups);
+    let root = root.to_string_lossy().into_owned();
+    let mut mounts: Vec<String> = host_mounts()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&root))
+        .map(String::from)
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for point in mounts {
+        if let Ok(path) = std::ffi::CString::new(point) {
+            // SAFETY: a valid C string; umount2 touches nothing else.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
 /// Remove container cgroups left by a process a test killed (they are
 /// empty once it is gone; wait a little for the kernel to agree).
 pub fn remove_cgroups(dirs: &[PathBuf]) {
@@ -1575,6 +1610,31 @@ pub fn pids_with(token: &str) -> Vec<u32> {
         .unwrap_or_default();
     found.sort();
     found
+}
+
+/// The processes of running container `id` (full ID), as its cgroups
+/// hold them: the host PID of its PID 1 (the one that is first in a PID
+/// namespace of its own), and all of them. Waits up to 5 s for them.
+pub fn container_processes(id: &str) -> (u32, BTreeSet<u32>) {
+    let mut found = None;
+    let ok = eventually(Duration::from_secs(5), || {
+        let procs = processes_in(&cgroups_of_container(id));
+        match namespace_init_among(&procs) {
+            Some(init) => {
+                found = Some((init, procs));
+                true
+            }
+            None => false,
+        }
+    });
+    assert!(
+        ok,
+        "container {} runs, so its cgroups (`<hierarchy>/mydocker/{id}`) should hold its PID 1; found the cgroups {:?}",
+        &id[..12],
+        cgroups_of_container(id)
+    );
+    let (init, procs) = found.unwrap();
+    (init, procs)
 }
 
 /// The cgroup directories of the container with the full ID `id` that

@@ -20,9 +20,9 @@ use std::sync::{Barrier, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mydocker_stage_tests::{
-    alive, cgroup_roots, cgroups_of_container, container_cgroups_of, eventually, host_mounts,
-    namespace_init_among, parent_of, pids_with, processes_in, remove_cgroups, signal, start_time,
-    stat_field, unique_token, Mydocker, Outcome, IMAGE,
+    alive, cgroup_roots, cgroups_of_container, container_cgroups_of, container_processes,
+    eventually, kill_and_unmount, parent_of, pids_with, signal, start_time, stat_field,
+    unique_token, Mydocker, Outcome, IMAGE,
 };
 
 // ---------------------------------------------------------------------
@@ -306,34 +306,7 @@ impl Drop for T {
             args.insert(1, "-f".to_string());
             quietly(self.md.command(&args));
         }
-        let mut cgroups = Vec::new();
-        for id in &ids {
-            cgroups.extend(cgroups_of_container(id));
-        }
-        let mut victims: BTreeSet<u32> = processes_in(&cgroups);
-        victims.extend(pids_with(&self.token));
-        for pid in &victims {
-            // SAFETY: kill(2) touches no memory.
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-        }
-        eventually(Duration::from_secs(5), || {
-            victims.iter().all(|p| !alive(*p, None))
-        });
-        remove_cgroups(&cgroups);
-        let root = self.md.root().to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = host_mounts()
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .filter(|point| point.starts_with(&root))
-            .map(String::from)
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for point in mounts {
-            if let Ok(path) = std::ffi::CString::new(point) {
-                // SAFETY: a valid C string; umount2 touches nothing else.
-                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
+        kill_and_unmount(&ids, &self.token, self.md.root());
     }
 }
 
@@ -420,24 +393,7 @@ struct Seen {
 /// Find the running container `id` on the host: the processes in its
 /// cgroups, the one that is PID 1 of a PID namespace, and its parent.
 fn look_at(id: &str) -> Seen {
-    let mut found = None;
-    let ok = eventually(Duration::from_secs(5), || {
-        let procs = processes_in(&cgroups_of_container(id));
-        match namespace_init_among(&procs) {
-            Some(init) => {
-                found = Some((init, procs));
-                true
-            }
-            None => false,
-        }
-    });
-    assert!(
-        ok,
-        "container {} runs, so its cgroups (`<hierarchy>/mydocker/{id}`) should hold its PID 1; found the cgroups {:?}",
-        &id[..12],
-        cgroups_of_container(id)
-    );
-    let (init, procs) = found.unwrap();
+    let (init, procs) = container_processes(id);
     let init_start = start_time(init).expect("the container's PID 1 has a start time");
     let monitor = parent_of(init).expect("the container's PID 1 has a parent");
     let monitor_start = start_time(monitor).expect("the monitor has a start time");

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use mydocker_stage_tests::slowed::run_slowed;
 use mydocker_stage_tests::{
-    alive, cgroups_of_container, children_of, eventually, host_mounts, namespace_init_among,
-    old_kernel, parent_of, pids_with, processes_in, remove_cgroups, signal, start_time,
+    alive, cgroups_of_container, children_of, container_processes, eventually, host_mounts,
+    kill_and_unmount, old_kernel, parent_of, pids_with, processes_in, signal, start_time,
     unique_token, Mydocker, Outcome, Spawned, IMAGE,
 };
 
@@ -264,8 +264,9 @@ impl T {
 
 impl Drop for T {
     /// After a failure, or when the test left something: remove what the
-    /// test made, so that a failing binary leaves nothing running (`rm -f`, then SIGKILL by PID to what
-    /// still runs in the test's containers' cgroups or carries its token).
+    /// test made, so that a failing binary leaves nothing running (`rm -f`,
+    /// then SIGKILL by PID to what still runs in the test's containers'
+    /// cgroups or carries its token).
     fn drop(&mut self) {
         // A test that passed: check that nothing of it is left, and if
         // something is, clean up first, then fail.
@@ -302,34 +303,7 @@ impl Drop for T {
             args.extend(ids.iter().cloned());
             quietly(self.md.command(&args));
         }
-        let mut cgroups = Vec::new();
-        for id in &ids {
-            cgroups.extend(cgroups_of_container(id));
-        }
-        let mut victims: BTreeSet<u32> = processes_in(&cgroups);
-        victims.extend(pids_with(&self.token));
-        for pid in &victims {
-            // SAFETY: kill(2) touches no memory.
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-        }
-        eventually(Duration::from_secs(5), || {
-            victims.iter().all(|p| !alive(*p, None))
-        });
-        remove_cgroups(&cgroups);
-        let root = self.md.root().to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = host_mounts()
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .filter(|point| point.starts_with(&root))
-            .map(String::from)
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for point in mounts {
-            if let Ok(path) = std::ffi::CString::new(point) {
-                // SAFETY: a valid C string; umount2 touches nothing else.
-                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
+        kill_and_unmount(&ids, &self.token, self.md.root());
         if let Some(message) = left_over {
             panic!("{message}");
         }
@@ -380,24 +354,7 @@ struct Seen {
 }
 
 fn look_at(id: &str) -> Seen {
-    let mut found = None;
-    let ok = eventually(Duration::from_secs(5), || {
-        let procs = processes_in(&cgroups_of_container(id));
-        match namespace_init_among(&procs) {
-            Some(init) => {
-                found = Some((init, procs));
-                true
-            }
-            None => false,
-        }
-    });
-    assert!(
-        ok,
-        "container {} runs, so its cgroups (`<hierarchy>/mydocker/{id}`) should hold its PID 1; found the cgroups {:?}",
-        &id[..12],
-        cgroups_of_container(id)
-    );
-    let (init, procs) = found.unwrap();
+    let (init, procs) = container_processes(id);
     Seen {
         init,
         procs: procs.iter().map(|p| (*p, start_time(*p))).collect(),
