@@ -74,4 +74,4 @@ else
 fi
 
 step "A first container"
-$SUDO /usr/local/bin/mydocker run busybox sh -c 'echo "Hello from $(hostname), PID $$ in a container"'
+$SUDO /usr/local/bin/mydocker run --rm busybox sh -c 'echo "Hello from $(hostname), PID $$ in a container"'
