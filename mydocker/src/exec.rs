@@ -9,10 +9,13 @@
 //! ```text
 //!  mydocker exec (host)              the container
 //!   | find, check, pidfd of PID 1  -> [PID 1: sh]
-//!   | open cgroup.procs
+//!   | read its cgroups; open their
+//!   |   cgroup.procs, pids.current
+//!   | our files: close-on-exec
 //!   | setns(pidfd, ipc|uts|net|pid|mnt|cgroup)
 //!   | fork ----------------------->  [PID n: the command]
-//!   | write n into cgroup.procs        | waits for the go byte
+//!   | write n into cgroup.procs,       | waits for the go byte
+//!   |   check the pids limits          |
 //!   | send the go byte  ------------>  | chdir, environment, execve
 //!   | wait, exit with its code         |
 //! ```
@@ -320,40 +323,47 @@ fn parent(
     }
     // Before the command runs a single instruction: its limits apply to
     // it, and every process it forks is in the cgroup too.
-    for (mut file, path) in procs.into_iter().zip(&target.cgroups) {
-        if let Err(err) = file.write_all(child.to_string().as_bytes()) {
-            let err = match target.process.alive()? {
-                false => target.not_running(),
-                true => anyhow::Error::from(err)
-                    .context(format!("write {}", path.display())),
-            };
-            return Err(run::abort(child, err));
-        }
-    }
-    // The kernel counts a process moved in, but does not refuse it: one
-    // exec too many would take the container over its --pids-limit, and
-    // its own next fork would fail.
-    for limit in limits {
-        let over = match limit.exceeded() {
-            Ok(over) => over,
-            Err(err) => return Err(run::abort(child, err)),
-        };
-        if over {
-            let err = anyhow!(
-                "container {} is at its pids limit ({} in {}): \
-                 the command cannot start",
-                target.name,
-                limit.max,
-                limit.dir.display()
-            );
-            return Err(run::abort(child, err));
-        }
+    if let Err(err) = into_cgroups(target, child, procs, limits) {
+        return Err(run::abort(child, err));
     }
     // A child that died already (killed with the container) is no error:
     // waiting says how it ended.
     let _ = write(&go, b"g");
     drop(go);
     run::wait_for(child)
+}
+
+/// Write the child's PID into the container's cgroups, and make sure that
+/// there was room for it.
+fn into_cgroups(
+    target: &Target,
+    child: Pid,
+    procs: Vec<File>,
+    limits: Vec<cgroups::PidsLimit>,
+) -> Result<()> {
+    for (mut file, path) in procs.into_iter().zip(&target.cgroups) {
+        if let Err(err) = file.write_all(child.to_string().as_bytes()) {
+            if !target.process.alive()? {
+                return Err(target.not_running());
+            }
+            return Err(err).context(format!("write {}", path.display()));
+        }
+    }
+    // The kernel counts a process moved in, but does not refuse it: one
+    // exec too many would take the container over its --pids-limit, and
+    // its own next fork would fail.
+    for limit in limits {
+        if limit.exceeded()? {
+            bail!(
+                "container {} is at its pids limit ({} in {}): \
+                 the command cannot start",
+                target.name,
+                limit.max,
+                limit.dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 // ANCHOR_END: parent
 
