@@ -49,6 +49,9 @@ mod init;
 mod limits;
 // @end
 mod namespace;
+// @stage 9
+mod network;
+// @end
 // @stage 4
 mod overlay;
 // @end

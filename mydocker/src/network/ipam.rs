@@ -1,0 +1,3 @@
+// @stage 9
+//! (being written: see /work/coord/stage9-design.md)
+// @end
