@@ -18,7 +18,9 @@
 //!
 //! PREROUTING sees the packets that come from other hosts, OUTPUT those
 //! that the host sends itself: both are needed for a published port to
-//! answer everywhere, on 127.0.0.1 too.
+//! answer everywhere, on 127.0.0.1 too. (127.0.0.1 also needs the
+//! bridge's `route_localnet`, and forwarding needs `ip_forward`: sysctls,
+//! which the bridge driver sets.)
 //!
 //! Every rule carries a comment that says who needs it: `mydocker:ID`
 //! (a container's ports), `mydocker-network:NAME` (a network), `mydocker`
@@ -414,4 +416,282 @@ fn iptables(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 // ANCHOR_END: iptables
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::thread;
+    use std::time::SystemTime;
+
+    use nix::sched::{unshare, CloneFlags};
+
+    use super::*;
+    use crate::network::ports::parse_ports;
+
+    fn network(name: &str, subnet: &str, bridge: &str) -> Network {
+        let subnet: ipnetwork::Ipv4Network = subnet.parse().unwrap();
+        Network {
+            name: name.to_string(),
+            driver: "bridge".to_string(),
+            subnet,
+            gateway: subnet.nth(1).unwrap(),
+            bridge: bridge.to_string(),
+            created: SystemTime::now(),
+        }
+    }
+
+    fn endpoint(
+        id: &str,
+        network: &Network,
+        ip: u32,
+        ports: &[&str],
+    ) -> Endpoint {
+        let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+        Endpoint {
+            container: id.to_string(),
+            network: network.name.clone(),
+            veth: format!("veth{}", &id[..11]),
+            ip: network.subnet.nth(ip).unwrap(),
+            mac: "02:42:00:00:00:00".to_string(),
+            ports: parse_ports(&ports).unwrap(),
+        }
+    }
+
+    fn spec(rule: &Rule) -> String {
+        format!(
+            "-t {} -A {} {}",
+            rule.table,
+            rule.chain,
+            rule.spec.join(" ")
+        )
+    }
+
+    #[test]
+    fn splits_what_iptables_prints() {
+        let line = r#"-A X -p tcp -m comment --comment "my \"x\\ y" -j A"#;
+        let expected = ["-A", "X", "-p", "tcp", "-m", "comment", "--comment"];
+        let mut expected: Vec<&str> = expected.to_vec();
+        expected.extend([r#"my "x\ y"#, "-j", "A"]);
+        assert_eq!(words(line), expected);
+        assert_eq!(words(r#"-N  B ""  "#), ["-N", "B", ""]);
+        assert!(words("").is_empty());
+    }
+
+    /// The rules as `-t TABLE -A CHAIN SPEC`, the comment as COMMENT.
+    fn specs(rules: &[Rule], tag: &str) -> Vec<String> {
+        let comment = format!("-m comment --comment {tag}");
+        let spec = |rule: &Rule| {
+            let spec = rule.spec.join(" ").replace(&comment, "COMMENT");
+            format!("-t {} -A {} {spec}", rule.table, rule.chain)
+        };
+        rules.iter().map(spec).collect()
+    }
+
+    #[test]
+    fn a_port_is_a_dnat_and_a_forward() {
+        let net = network("web", "172.30.0.0/16", "br-0123456789ab");
+        let id = "a".repeat(64);
+        let ports = ["8080:80", "127.0.0.1:53:5353/udp"];
+        let ep = endpoint(&id, &net, 2, &ports);
+        assert_eq!(
+            specs(&port_rules(&net, &ep), &format!("mydocker:{id}")),
+            [
+                "-t nat -A MYDOCKER -p tcp --dport 8080 COMMENT \
+                 -j DNAT --to-destination 172.30.0.2:80",
+                "-t filter -A MYDOCKER-FORWARD -d 172.30.0.2 \
+                 -o br-0123456789ab -p tcp --dport 80 COMMENT -j ACCEPT",
+                "-t nat -A MYDOCKER -d 127.0.0.1 -p udp --dport 53 COMMENT \
+                 -j DNAT --to-destination 172.30.0.2:5353",
+                "-t filter -A MYDOCKER-FORWARD -d 172.30.0.2 \
+                 -o br-0123456789ab -p udp --dport 5353 COMMENT -j ACCEPT",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_network_is_masquerade_and_forward() {
+        let net = network("web", "172.30.0.0/16", "br-0123456789ab");
+        assert_eq!(
+            specs(&network_rules(&net), "mydocker-network:web"),
+            [
+                "-t nat -A MYDOCKER-POSTROUTING -s 172.30.0.0/16 \
+                 ! -o br-0123456789ab COMMENT -j MASQUERADE",
+                "-t nat -A MYDOCKER-POSTROUTING -s 127.0.0.0/8 \
+                 -o br-0123456789ab COMMENT -j MASQUERADE",
+                "-t filter -A MYDOCKER-FORWARD -i br-0123456789ab COMMENT \
+                 -j ACCEPT",
+                "-t filter -A MYDOCKER-FORWARD -o br-0123456789ab \
+                 -m conntrack --ctstate RELATED,ESTABLISHED COMMENT -j ACCEPT",
+            ]
+        );
+    }
+
+    /// Run `f` in a thread of its own, in a network namespace of its own:
+    /// the iptables commands it starts are there too, never in the host's.
+    fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (to make a network namespace and \
+             iptables rules in it): run cargo test as root"
+        );
+        thread::scope(|scope| {
+            let thread = scope.spawn(|| {
+                unshare(CloneFlags::CLONE_NEWNET).expect("unshare(NEWNET)");
+                let ns = |path| std::fs::read_link(path).unwrap();
+                assert_ne!(
+                    ns("/proc/thread-self/ns/net"),
+                    ns("/proc/self/ns/net"),
+                    "this thread is in a network namespace of its own"
+                );
+                f()
+            });
+            thread.join().unwrap()
+        })
+    }
+
+    /// What `iptables-save` prints, without its dates and counters.
+    fn saved() -> String {
+        let out = Command::new("iptables-save").output().unwrap();
+        assert!(out.status.success(), "iptables-save: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines = text.lines().filter(|line| !line.starts_with('#'));
+        let lines = lines.map(|line| match line.split_once(" [") {
+            Some((chain, _)) if line.starts_with(':') => chain,
+            _ => line,
+        });
+        lines.map(|line| format!("{line}\n")).collect()
+    }
+
+    /// Someone else's rules, which mydocker must leave alone; and what
+    /// `iptables-save` prints with them.
+    fn others_rules() -> String {
+        for args in [
+            "-t nat -A POSTROUTING -s 10.9.0.0/16 -j MASQUERADE",
+            "-t filter -A FORWARD -i eth9 -j ACCEPT",
+        ] {
+            let args: Vec<&str> = args.split(' ').collect();
+            iptables(&args).unwrap();
+        }
+        let before = saved();
+        assert!(!before.to_lowercase().contains("mydocker"), "{before}");
+        before
+    }
+
+    fn tagged<'a>(saved: &'a str, tag: &str) -> Vec<&'a str> {
+        let comment = format!("--comment \"{tag}\"");
+        saved
+            .lines()
+            .filter(|line| line.contains(&comment))
+            .collect()
+    }
+
+    /// For real, in a new network namespace: rules made, then removed by
+    /// their comment only, until nothing of mydocker is left; someone
+    /// else's rules untouched.
+    #[test]
+    fn rules_come_and_go_by_comment() {
+        in_new_netns(|| {
+            let before = others_rules();
+
+            let web = network("web", "172.30.0.0/16", "br-0123456789ab");
+            let db = network("db", "172.31.0.0/24", "br-ba9876543210");
+            let (a, b) = ("a".repeat(64), "b".repeat(64));
+            let ep_a =
+                endpoint(&a, &web, 2, &["8080:80", "127.0.0.1:53:53/udp"]);
+            let ep_b = endpoint(&b, &web, 3, &["8081:80"]);
+            let firewall = Iptables;
+            // Twice: nothing is added twice.
+            for _ in 0..2 {
+                firewall.add_network(&web).unwrap();
+                firewall.add_network(&db).unwrap();
+                firewall.add_ports(&web, &ep_a).unwrap();
+                firewall.add_ports(&web, &ep_b).unwrap();
+            }
+            let all = saved();
+            println!("{all}");
+            assert_eq!(tagged(&all, &format!("mydocker:{a}")).len(), 4);
+            assert_eq!(tagged(&all, &format!("mydocker:{b}")).len(), 2);
+            assert_eq!(tagged(&all, "mydocker-network:web").len(), 4);
+            assert_eq!(tagged(&all, "mydocker-network:db").len(), 4);
+            let jumps =
+                all.lines().filter(|l| l.contains("--comment mydocker "));
+            assert_eq!(jumps.count(), 4, "{all}");
+            for rule in
+                network_rules(&web).iter().chain(&port_rules(&web, &ep_a))
+            {
+                iptables(&rule.args("-C")).unwrap();
+            }
+
+            // Container a goes, after a kill -9: only its ID is known.
+            firewall.remove_ports(&a).unwrap();
+            firewall.remove_ports(&a).unwrap();
+            let after_a = saved();
+            assert!(tagged(&after_a, &format!("mydocker:{a}")).is_empty());
+            let kept: Vec<&str> =
+                all.lines().filter(|l| !l.contains(&a)).collect();
+            assert_eq!(after_a.lines().collect::<Vec<_>>(), kept);
+
+            // web goes, with b's ports still there (a kill -9 again): db
+            // keeps the chains.
+            firewall.remove_network(&web).unwrap();
+            let after_web = saved();
+            assert!(tagged(&after_web, "mydocker-network:web").is_empty());
+            assert_eq!(tagged(&after_web, "mydocker-network:db").len(), 4);
+            assert!(after_web.contains(":MYDOCKER -"), "{after_web}");
+
+            // The last network: nothing of mydocker is left, b's stale
+            // rule neither; others' rules are still there.
+            firewall.remove_network(&db).unwrap();
+            assert_eq!(saved(), before);
+            firewall.remove_network(&db).unwrap();
+            firewall.remove_ports(&b).unwrap();
+            assert_eq!(saved(), before);
+        });
+    }
+
+    /// Several mydockers set up at once: none fails because another made
+    /// a chain first.
+    #[test]
+    fn parallel_set_ups_all_succeed() {
+        in_new_netns(|| {
+            let before = others_rules();
+            let networks: Vec<Network> = (0..6)
+                .map(|i| {
+                    let subnet = format!("172.{}.0.0/16", 20 + i);
+                    network(&format!("n{i}"), &subnet, &format!("br-n{i}"))
+                })
+                .collect();
+            thread::scope(|scope| {
+                let threads: Vec<_> = networks
+                    .iter()
+                    .map(|net| scope.spawn(|| Iptables.add_network(net)))
+                    .collect();
+                for thread in threads {
+                    thread.join().unwrap().unwrap();
+                }
+            });
+            let all = saved();
+            for net in &networks {
+                let tag = format!("mydocker-network:{}", net.name);
+                assert_eq!(tagged(&all, &tag).len(), 4, "{all}");
+            }
+            for net in &networks {
+                Iptables.remove_network(net).unwrap();
+            }
+            assert_eq!(saved(), before);
+        });
+    }
+
+    #[test]
+    fn a_failed_command_is_named_with_its_error() {
+        in_new_netns(|| {
+            let err = iptables(&["-t", "nat", "-X", "NOPE"]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "iptables -w -t nat -X NOPE: iptables: No chain/target/match \
+                 by that name."
+            );
+        });
+    }
+}
 // @end
