@@ -1,6 +1,7 @@
 //! `cargo xtask test`: everything CI runs, in the order that fails fastest.
 //!
-//! 1. formatting, clippy and the unit tests of the workspace
+//! 1. formatting, clippy and the unit tests of the workspace (those that
+//!    need root, `#[ignore]`d for `cargo test` as a user, run as root)
 //! 2. `split --check`: the chapters/ crates match mydocker/
 //! 3. every chapter crate builds (warnings are errors)
 //! 4. the book: listings resolve, pages render intact, transcripts match,
@@ -102,6 +103,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         root,
         &["test", "--workspace", "--exclude", "mydocker-stage-tests"],
     )?;
+    root_unit_tests(root)?;
     // The stage tests' own unit tests, which need no root: among them, the
     // check that tests/catalog.txt has every test and names real sections
     // of the book.
@@ -157,6 +159,43 @@ fn graded_by_book<'a>(
     Ok(graded
         .iter()
         .find(|g| g.stage == stage && g.sha256 == sha256))
+}
+
+/// mydocker's unit tests that need root (network namespaces, iptables in
+/// them) are `#[ignore]`d, so that `cargo test` as a user passes and says
+/// it ignored them; they run here, as root, or through sudo.
+fn root_unit_tests(root: &Path) -> Result<()> {
+    if is_root() {
+        return cargo(root, &["test", "--package", "mydocker", "--", "--ignored"]);
+    }
+    println!("\n== mydocker's root-only unit tests, through sudo");
+    let output = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "test",
+            "--no-run",
+            "--message-format=json",
+            "--package",
+            "mydocker",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run cargo test --no-run")?;
+    let exe = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo built no unit test binary of mydocker")?;
+    let status = Command::new("sudo")
+        .arg(&exe)
+        .arg("--ignored")
+        .status()
+        .context("run sudo")?;
+    if !status.success() {
+        bail!("mydocker's root-only unit tests failed ({status})");
+    }
+    Ok(())
 }
 
 fn bench_smoke(root: &Path) -> Result<()> {

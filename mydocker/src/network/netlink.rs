@@ -480,6 +480,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it, as root"]
     fn a_bridge_and_a_veth_into_another_namespace() {
         in_new_netns(|| {
             let container = new_netns();
@@ -547,6 +548,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it, as root"]
     fn errors_name_the_message_and_the_object() {
         in_new_netns(|| {
             let mut host = Netlink::open().unwrap();

@@ -58,7 +58,11 @@ impl Driver for Bridge {
     ) -> Result<()> {
         let mut host = Netlink::open()?;
         let bridge = host.index(&network.bridge)?.with_context(|| {
-            format!("the bridge {} of network {} is gone: `network rm` it and make it again", network.bridge, network.name)
+            format!(
+                "the bridge {} of network {} is gone: \
+                 `network rm` it and make it again",
+                network.bridge, network.name
+            )
         })?;
         // One message makes both ends: ours here, `eth0` in the
         // container's namespace from the start.

@@ -588,6 +588,7 @@ mod tests {
     /// their comment only, until nothing of mydocker is left; someone
     /// else's rules untouched.
     #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it, as root"]
     fn rules_come_and_go_by_comment() {
         in_new_netns(|| {
             let before = others_rules();
@@ -651,6 +652,7 @@ mod tests {
     /// Several mydockers set up at once: none fails because another made
     /// a chain first.
     #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it, as root"]
     fn parallel_set_ups_all_succeed() {
         in_new_netns(|| {
             let before = others_rules();
@@ -682,6 +684,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it, as root"]
     fn a_failed_command_is_named_with_its_error() {
         in_new_netns(|| {
             let err = iptables(&["-t", "nat", "-X", "NOPE"]).unwrap_err();

@@ -150,7 +150,10 @@ pub fn settings(
     }
     if let Mode::Network(name) = &mode {
         if !is_name(name) {
-            bail!("--net {name:?}: not a network name, nor none, host or container:NAME");
+            bail!(
+                "--net {name:?}: not a network's name, \
+                 nor none, host or container:NAME"
+            );
         }
         let made = paths.networks().join(name).join("network.json");
         if name != DEFAULT && !made.exists() {
