@@ -456,15 +456,6 @@ mod tests {
         }
     }
 
-    fn spec(rule: &Rule) -> String {
-        format!(
-            "-t {} -A {} {}",
-            rule.table,
-            rule.chain,
-            rule.spec.join(" ")
-        )
-    }
-
     #[test]
     fn splits_what_iptables_prints() {
         let line = r#"-A X -p tcp -m comment --comment "my \"x\\ y" -j A"#;
