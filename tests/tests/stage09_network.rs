@@ -380,8 +380,14 @@ impl T {
                 "`network rm {name}` should remove the network (no container uses it any more) and print its name: {out:#?}"
             );
         }
-        let after = self.ns.state();
-        let differences = after.differences_from(&self.before);
+        // A container's network namespace is torn down by the kernel
+        // after its last process, in the background: its veth may take a
+        // moment to go.
+        let mut differences = Vec::new();
+        eventually(Duration::from_secs(5), || {
+            differences = self.ns.state().differences_from(&self.before);
+            differences.is_empty()
+        });
         assert!(
             differences.is_empty(),
             "once every container and network is removed, the namespace should be exactly as before the test: every veth, bridge, address, route and iptables rule that mydocker made removed, net.ipv4.ip_forward put back:\n{}",
@@ -793,7 +799,11 @@ fn two_containers_on_one_network_reach_each_other_by_ip() {
     }) {
         panic!("a TCP connection from {ip_b} to {ip_a}:5000 (nc) should reach the server of the other container and bring back `{want}`: {e}");
     }
-    let logs = t.ok(&["logs", &a], "logs of a container");
+    let mut logs = String::new();
+    eventually(SETTLE, || {
+        logs = t.ok(&["logs", &a], "logs of a container");
+        logs.contains("ping")
+    });
     assert!(
         logs.contains("ping"),
         "the server in container {} should have received `ping` over TCP: its logs are {logs:?}",
@@ -1053,6 +1063,12 @@ fn a_host_port_already_mapped_is_refused() {
         "http://127.0.0.1:8080/",
         &page_a,
         "-p 8080:80 maps the host's port 8080",
+    );
+    // The default network exists before the refused run on it, which can
+    // then make nothing at all (making it on first use is no mistake).
+    t.ok(
+        &["run", "--rm", IMAGE, "true"],
+        "a run on the default network",
     );
     let links = t.ns.links();
     let rules = t.ns.iptables_save();
