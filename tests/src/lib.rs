@@ -59,6 +59,12 @@ pub const FIRST_STAGE_WITH_RECORDS: u32 = 7;
 /// ([`Mydocker::in_netns`]).
 pub const FIRST_STAGE_WITH_NETWORKS: u32 = 9;
 
+/// The files that every container has of its own from stage 9 on,
+/// bind-mounted over the image's (or over mount points made in its
+/// layer): an earlier stage's test that lists a container's mounts or its
+/// /etc finds them there, whatever `--net` (see [`Mydocker::etc_files`]).
+pub const ETC_FILES: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
+
 /// The image the tests run their commands in, once images exist.
 pub const IMAGE: &str = "busybox";
 
@@ -228,6 +234,16 @@ impl Mydocker {
     /// The stage the binary under test implements.
     pub fn stage(&self) -> u32 {
         self.stage
+    }
+
+    /// The files of its own that every container of this stage has in
+    /// /etc, bind-mounted: [`ETC_FILES`] from stage 9 on, none before.
+    pub fn etc_files(&self) -> &'static [&'static str] {
+        if self.stage >= FIRST_STAGE_WITH_NETWORKS {
+            &ETC_FILES
+        } else {
+            &[]
+        }
     }
 
     /// This test's state directory (`MYDOCKER_ROOT`).
