@@ -12,7 +12,7 @@ use std::fs;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::firewall::{Firewall, Iptables};
 use super::netlink::Netlink;
@@ -110,6 +110,18 @@ impl Driver for Bridge {
         Ok(())
     }
     // ANCHOR_END: disconnect
+}
+
+/// The first of `PREFIX0`, `PREFIX1`... that names no link of the host.
+pub fn unused_name(prefix: &str) -> Result<String> {
+    let mut netlink = Netlink::open()?;
+    for n in 0..100 {
+        let name = format!("{prefix}{n}");
+        if netlink.index(&name)?.is_none() {
+            return Ok(name);
+        }
+    }
+    bail!("{prefix}0 to {prefix}99 all name links already")
 }
 
 // ANCHOR: forwarding

@@ -23,10 +23,12 @@
 //! which the bridge driver sets.)
 //!
 //! Every rule carries a comment that says who needs it: `mydocker:ID`
-//! (a container's ports), `mydocker-network:NAME` (a network), `mydocker`
-//! (the jumps). Removing needs no record of what was added: list the
-//! table, delete the rules with that comment. So it works after a
-//! `kill -9`, from nothing but a container's ID or a network's name.
+//! (a container's ports), `mydocker-network:BRIDGE` (a network, named by
+//! its bridge: two state roots may both have a network `bridge`, never
+//! two bridges of one name), `mydocker` (the jumps). Removing needs no
+//! record of what was added: list the table, delete the rules with that
+//! comment. So it works after a `kill -9`, from nothing but a container's
+//! ID or a network's bridge.
 
 use std::process::Command;
 
@@ -64,11 +66,11 @@ const MYDOCKER_FORWARD: &str = "MYDOCKER-FORWARD";
 
 /// The comment of the jumps into mydocker's chains.
 const JUMP_TAG: &str = "mydocker";
-/// The comments of a network's rules begin so.
+/// The comments of a network's rules begin so, and end with its bridge.
 const NETWORK_TAG: &str = "mydocker-network:";
 
-fn network_tag(network: &str) -> String {
-    format!("{NETWORK_TAG}{network}")
+fn network_tag(bridge: &str) -> String {
+    format!("{NETWORK_TAG}{bridge}")
 }
 
 fn container_tag(container: &str) -> String {
@@ -83,7 +85,7 @@ impl Firewall for Iptables {
 
     // ANCHOR: remove_network
     fn remove_network(&self, network: &Network) -> Result<()> {
-        let tag = network_tag(&network.name);
+        let tag = network_tag(&network.bridge);
         let listings = [Listing::read(NAT)?, Listing::read(FILTER)?];
         let last = !listings.iter().any(|listing| {
             listing
@@ -165,7 +167,7 @@ impl Rule {
 /// A network's rules: its containers may go out, as the host, and what
 /// answers them may come back.
 fn network_rules(network: &Network) -> Vec<Rule> {
-    let tag = network_tag(&network.name);
+    let tag = network_tag(&network.bridge);
     let bridge = &network.bridge;
     let subnet =
         format!("{}/{}", network.subnet.network(), network.subnet.prefix());
@@ -503,7 +505,7 @@ mod tests {
     fn a_network_is_masquerade_and_forward() {
         let net = network("web", "172.30.0.0/16", "br-0123456789ab");
         assert_eq!(
-            specs(&network_rules(&net), "mydocker-network:web"),
+            specs(&network_rules(&net), "mydocker-network:br-0123456789ab"),
             [
                 "-t nat -A MYDOCKER-POSTROUTING -s 172.30.0.0/16 \
                  ! -o br-0123456789ab COMMENT -j MASQUERADE",
@@ -603,8 +605,8 @@ mod tests {
             println!("{all}");
             assert_eq!(tagged(&all, &format!("mydocker:{a}")).len(), 4);
             assert_eq!(tagged(&all, &format!("mydocker:{b}")).len(), 2);
-            assert_eq!(tagged(&all, "mydocker-network:web").len(), 4);
-            assert_eq!(tagged(&all, "mydocker-network:db").len(), 4);
+            assert_eq!(tagged(&all, "mydocker-network:br-0123456789ab").len(), 4);
+            assert_eq!(tagged(&all, "mydocker-network:br-ba9876543210").len(), 4);
             let jumps =
                 all.lines().filter(|l| l.contains("--comment mydocker "));
             assert_eq!(jumps.count(), 4, "{all}");
@@ -627,8 +629,8 @@ mod tests {
             // keeps the chains.
             firewall.remove_network(&web).unwrap();
             let after_web = saved();
-            assert!(tagged(&after_web, "mydocker-network:web").is_empty());
-            assert_eq!(tagged(&after_web, "mydocker-network:db").len(), 4);
+            assert!(tagged(&after_web, "mydocker-network:br-0123456789ab").is_empty());
+            assert_eq!(tagged(&after_web, "mydocker-network:br-ba9876543210").len(), 4);
             assert!(after_web.contains(":MYDOCKER -"), "{after_web}");
 
             // The last network: nothing of mydocker is left, b's stale
@@ -665,7 +667,7 @@ mod tests {
             });
             let all = saved();
             for net in &networks {
-                let tag = format!("mydocker-network:{}", net.name);
+                let tag = format!("mydocker-network:{}", net.bridge);
                 assert_eq!(tagged(&all, &tag).len(), 4, "{all}");
             }
             for net in &networks {

@@ -37,9 +37,10 @@ pub use attach::{attach, release, spawn_in};
 use ports::PortMapping;
 
 /// The network `run` joins without `--net`, and its bridge, as Docker's
-/// `bridge` network and its `docker0`.
+/// `bridge` network and its `docker0`: `mydocker0`, or `mydocker1`... when
+/// another state root (`--root`) has its default network on this host.
 pub const DEFAULT: &str = "bridge";
-pub const DEFAULT_BRIDGE: &str = "mydocker0";
+pub const DEFAULT_BRIDGE: &str = "mydocker";
 
 // ANCHOR: network
 /// A network, as `network create` made it (`networks/NAME/network.json`).

@@ -183,7 +183,7 @@ impl Store {
             driver: "bridge".to_string(),
             subnet: free,
             gateway: first_host(free),
-            bridge: DEFAULT_BRIDGE.to_string(),
+            bridge: bridge::unused_name(DEFAULT_BRIDGE)?,
             created: SystemTime::now(),
         };
         self.create(&network)?;
