@@ -163,6 +163,7 @@ fn connect(
         None if name == DEFAULT => store.default_network()?,
         None => bail!("network {name} not found: see `mydocker network ls`"),
     };
+    store.revive(&network)?;
     check_ports_free(&store, &record.net.ports)?;
     let ip = allocate(&store, &network)
         .with_context(|| format!("network {name}"))?;

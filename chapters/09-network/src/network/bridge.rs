@@ -49,6 +49,10 @@ impl Driver for Bridge {
         Ok(())
     }
 
+    fn exists(&self, network: &Network) -> Result<bool> {
+        Ok(Netlink::open()?.index(&network.bridge)?.is_some())
+    }
+
     // ANCHOR: connect
     fn connect(
         &self,
@@ -58,11 +62,7 @@ impl Driver for Bridge {
     ) -> Result<()> {
         let mut host = Netlink::open()?;
         let bridge = host.index(&network.bridge)?.with_context(|| {
-            format!(
-                "the bridge {} of network {} is gone: \
-                 `network rm` it and make it again",
-                network.bridge, network.name
-            )
+            format!("the bridge {} is gone", network.bridge)
         })?;
         // One message makes both ends: ours here, `eth0` in the
         // container's namespace from the start.

@@ -80,6 +80,9 @@ pub trait Driver {
     fn create(&self, network: &Network) -> Result<()>;
     /// Undo all that `create` made; fine if it is gone already.
     fn delete(&self, network: &Network) -> Result<()>;
+    /// Is the network on the host? A reboot empties the kernel, not the
+    /// files under `networks/`.
+    fn exists(&self, network: &Network) -> Result<bool>;
     /// Put the container whose network namespace is `netns` on it.
     fn connect(
         &self,

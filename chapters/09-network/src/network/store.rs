@@ -109,6 +109,22 @@ impl Store {
     }
     // ANCHOR_END: create
 
+    /// Make `network` again if the host has lost it: after a reboot, the
+    /// files under `networks/` say it exists and the kernel has none of
+    /// it (bridge, rules, ip_forward). Docker does the same at start-up.
+    pub fn revive(&self, network: &Network) -> Result<()> {
+        let driver = driver(&network.driver)?;
+        if driver.exists(network)? {
+            return Ok(());
+        }
+        // Whatever is left of it (rules, without their bridge) goes first.
+        driver.delete(network)?;
+        driver
+            .create(network)
+            .and_then(|()| bridge::enable_forwarding(&self.dir))
+            .with_context(|| format!("make network {} again", network.name))
+    }
+
     // ANCHOR: remove
     /// Undo `create`: the driver's things, then the files. The caller
     /// checked that no container uses it.
