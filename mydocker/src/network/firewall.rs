@@ -605,8 +605,14 @@ mod tests {
             println!("{all}");
             assert_eq!(tagged(&all, &format!("mydocker:{a}")).len(), 4);
             assert_eq!(tagged(&all, &format!("mydocker:{b}")).len(), 2);
-            assert_eq!(tagged(&all, "mydocker-network:br-0123456789ab").len(), 4);
-            assert_eq!(tagged(&all, "mydocker-network:br-ba9876543210").len(), 4);
+            assert_eq!(
+                tagged(&all, "mydocker-network:br-0123456789ab").len(),
+                4
+            );
+            assert_eq!(
+                tagged(&all, "mydocker-network:br-ba9876543210").len(),
+                4
+            );
             let jumps =
                 all.lines().filter(|l| l.contains("--comment mydocker "));
             assert_eq!(jumps.count(), 4, "{all}");
@@ -629,8 +635,12 @@ mod tests {
             // keeps the chains.
             firewall.remove_network(&web).unwrap();
             let after_web = saved();
-            assert!(tagged(&after_web, "mydocker-network:br-0123456789ab").is_empty());
-            assert_eq!(tagged(&after_web, "mydocker-network:br-ba9876543210").len(), 4);
+            assert!(tagged(&after_web, "mydocker-network:br-0123456789ab")
+                .is_empty());
+            assert_eq!(
+                tagged(&after_web, "mydocker-network:br-ba9876543210").len(),
+                4
+            );
             assert!(after_web.contains(":MYDOCKER -"), "{after_web}");
 
             // The last network: nothing of mydocker is left, b's stale
