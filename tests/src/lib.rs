@@ -1816,6 +1816,32 @@ pub fn namespace_init_among(pids: &BTreeSet<u32>) -> Option<u32> {
     })
 }
 
+/// Run a command for the clean-up after a failure; never panics, never
+/// waits more than 10 s (then it is killed, by its PID).
+pub fn quietly(mut command: Command) {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let Ok(mut child) = command.spawn() else {
+        return;
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

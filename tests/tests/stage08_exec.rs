@@ -23,12 +23,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mydocker_stage_tests::slowed::run_slowed;
 use mydocker_stage_tests::{
     alive, cgroups_of_container, children_of, container_processes, eventually, host_mounts,
-    kill_and_unmount, old_kernel, parent_of, pids_with, processes_in, signal, start_time,
+    kill_and_unmount, old_kernel, parent_of, pids_with, processes_in, quietly, signal, start_time,
     unique_token, Mydocker, Outcome, Spawned, IMAGE,
 };
 
@@ -306,32 +306,6 @@ impl Drop for T {
         kill_and_unmount(&ids, &self.token, self.md.root());
         if let Some(message) = left_over {
             panic!("{message}");
-        }
-    }
-}
-
-/// Run a command for the clean-up after a failure; never panics, never
-/// waits more than 10 s (then it is killed, by its PID).
-fn quietly(mut command: Command) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let Ok(mut child) = command.spawn() else {
-        return;
-    };
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return,
-            Ok(None) if start.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
         }
     }
 }

@@ -41,7 +41,7 @@ use mydocker_stage_tests::netns::{
 };
 use mydocker_stage_tests::{
     cgroups_of_container, container_processes, eventually, kill_and_unmount, parent_of, pids_with,
-    signal, unique_token, Mydocker, Outcome, IMAGE,
+    quietly, signal, unique_token, Mydocker, Outcome, IMAGE,
 };
 
 // ---------------------------------------------------------------------
@@ -464,32 +464,6 @@ impl Drop for T {
         kill_and_unmount(&ids, &self.token, self.md.root());
         if let Some(message) = left_over {
             panic!("{message}");
-        }
-    }
-}
-
-/// Run a command for the clean-up after a failure; never panics, never
-/// waits more than 10 s (then it is killed, by its PID).
-fn quietly(mut command: Command) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let Ok(mut child) = command.spawn() else {
-        return;
-    };
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return,
-            Ok(None) if start.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
         }
     }
 }
