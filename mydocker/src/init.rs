@@ -71,7 +71,14 @@ pub fn init() -> Result<i32> {
     // @stage 9
     // Before the volumes: a volume on /etc covers them, and their mount
     // points are made in the container's layer, never in a volume.
-    volumes::attach(&config.etc, etc)?;
+    // One at a time: an image whose /etc/resolv.conf is a symlink to
+    // nowhere (systemd's stub) keeps its own, and still runs.
+    for (file, tree) in config.etc.iter().zip(etc) {
+        let one = std::slice::from_ref(file);
+        if let Err(err) = volumes::attach(one, vec![tree]) {
+            eprintln!("mydocker: warning: {err:#}: the image's is kept");
+        }
+    }
     // @end
     // @stage 5
     // Last, so that a volume in /dev is not hidden by the /dev mounted

@@ -894,6 +894,116 @@ fn a_network_the_host_lost_is_made_again_by_the_next_run() {
     t.finish();
 }
 
+/// The bridge's MAC is the gateway's, which the containers keep in their
+/// ARP caches: it must not change as containers come and go. (A bridge
+/// given no MAC of its own takes the lowest of its ports' and changes it
+/// when that port goes: the other containers are cut off until their ARP
+/// entry expires.)
+#[test]
+fn the_bridge_keeps_its_mac_while_containers_come_and_go() {
+    let t = T::new();
+    let net = t.name("mac");
+    t.create_network(&net, "10.78.0.0/24", &[]);
+    let bridge = t.inspected(&net, "bridge");
+    let mac = || {
+        let link = t.ns.link(&bridge).unwrap_or_default();
+        link.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or("none")
+            .to_string()
+    };
+    let first = mac();
+    let gateway: Ipv4Addr = t.inspected(&net, "gateway").parse().unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|_| t.run_d(&["--net", &net], &t.busy()))
+        .collect();
+    for id in &ids {
+        if let Err(e) = ctr_pings(&t, id, gateway) {
+            panic!("a container of the network should reach its gateway {gateway}: {e}");
+        }
+    }
+    assert_eq!(
+        mac(),
+        first,
+        "the bridge {bridge}'s MAC (the gateway's, in every container's ARP cache) should not change when containers join it"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        t.rm_f(&[id]);
+        assert_eq!(
+            mac(),
+            first,
+            "the bridge {bridge}'s MAC should not change when a container leaves it: the others still send to the old one"
+        );
+        for other in &ids[i + 1..] {
+            let out = t.in_ctr(other, &format!("ping -c 1 -W 2 {gateway}"));
+            assert!(
+                out.code == Some(0),
+                "once a container is removed, the others should still reach the gateway at once: {out:#?}"
+            );
+        }
+    }
+    t.finish();
+}
+
+/// Images of systemd's world ship /etc/resolv.conf as a symlink into
+/// /run, which leads nowhere in a container: such an image still runs,
+/// with its other /etc files mounted.
+#[test]
+fn an_image_whose_resolv_conf_is_a_dangling_symlink_runs() {
+    let t = T::new();
+    let image = format!("stub{}", t.tag());
+    let mut tar = tar::Builder::new(Vec::new());
+    let busybox = std::fs::read("/bin/busybox").expect("the host's static busybox");
+    let mut add = |kind: tar::EntryType, path: &str, mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        if kind == tar::EntryType::Symlink {
+            header.set_size(0);
+            tar.append_link(&mut header, path, std::str::from_utf8(data).unwrap())
+                .unwrap();
+        } else {
+            header.set_size(data.len() as u64);
+            tar.append_data(&mut header, path, data).unwrap();
+        }
+    };
+    add(tar::EntryType::Directory, "bin/", 0o755, b"");
+    add(tar::EntryType::Regular, "bin/busybox", 0o755, &busybox);
+    add(tar::EntryType::Symlink, "bin/sh", 0o777, b"busybox");
+    add(tar::EntryType::Directory, "etc/", 0o755, b"");
+    add(
+        tar::EntryType::Symlink,
+        "etc/resolv.conf",
+        0o777,
+        b"../run/systemd/resolve/stub-resolv.conf",
+    );
+    let bytes = tar.into_inner().unwrap();
+    std::fs::create_dir_all(t.md.images()).unwrap();
+    std::fs::write(t.md.images().join(format!("{image}.tar")), bytes).unwrap();
+    for net in ["none", "bridge"] {
+        let out = t.exec(&[
+            "run",
+            "--rm",
+            "--net",
+            net,
+            &image,
+            "/bin/busybox",
+            "cat",
+            "/etc/hostname",
+        ]);
+        assert!(
+            out.code == Some(0) && !out.stdout.trim().is_empty(),
+            "an image whose /etc/resolv.conf is a symlink that leads nowhere (systemd's stub) should still run (--net {net}), with its /etc/hostname: {out:#?}"
+        );
+    }
+    std::fs::remove_file(t.md.images().join(format!("{image}.tar"))).unwrap();
+    t.finish();
+}
+
 /// A container reaches hosts outside through NAT: the remote namespace,
 /// which has no route to the containers' subnet, sees the connection come
 /// from the host's address on the link (MASQUERADE), and answers it.

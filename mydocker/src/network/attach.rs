@@ -182,8 +182,9 @@ fn connect(
         .and_then(|()| driver.connect(&network, &endpoint, netns));
     if let Err(err) = connected {
         let _ = driver.disconnect(&network, &endpoint);
-        let _ = store.ipam(&network).release(ip);
-        let _ = store.remove_endpoint(&endpoint);
+        if store.remove_endpoint(&endpoint).is_ok() {
+            let _ = store.ipam(&network).release(ip);
+        }
         return Err(err);
     }
     Ok(endpoint)
@@ -245,11 +246,18 @@ pub fn release(paths: &Paths, id: &str) -> Result<()> {
     let Ok(true) = paths.networks().try_exists() else {
         return Ok(()); // no network was ever made
     };
-    let store = Store::lock(paths)?;
+    // Not to be cut short by a Ctrl-C: the container is gone, and what
+    // it held must be given back now (others hold the lock for
+    // milliseconds).
+    let store = Store::lock_to_the_end(paths)?;
     for (network, endpoint) in store.endpoints_of(id)? {
         driver(&network.driver)?.disconnect(&network, &endpoint)?;
-        store.ipam(&network).release(endpoint.ip)?;
+        // The file first: killed between the two, we leave a bit that no
+        // file claims, which `allocate` takes back; the other way round,
+        // a file that claims a free address, which a second container
+        // could then be given, and this file's release take from it.
         store.remove_endpoint(&endpoint)?;
+        store.ipam(&network).release(endpoint.ip)?;
     }
     Ok(())
 }

@@ -27,26 +27,21 @@ impl Driver for Bridge {
     fn create(&self, network: &Network) -> Result<()> {
         let mut netlink = Netlink::open()?;
         let bridge = netlink.create_bridge(&network.bridge)?;
-        // The gateway's address on the bridge: the host is the router
-        // of the subnet, and the kernel adds the route to it.
-        let prefix = network.subnet.prefix();
-        netlink.add_address(bridge, network.gateway, prefix)?;
-        netlink.set_up(bridge)?;
-        // A packet from 127.0.0.1 may leave through the bridge: `-p` on
-        // the host's 127.0.0.1 DNATs it to a container, and the kernel
-        // drops a loopback source on any other interface, unless this.
-        sysctl(
-            &format!("net/ipv4/conf/{}/route_localnet", network.bridge),
-            "1",
-        )?;
-        Iptables.add_network(network)
+        let made = set_up_bridge(&mut netlink, bridge, network)
+            .and_then(|()| Iptables.add_network(network));
+        if made.is_err() {
+            let _ = self.delete(network);
+        }
+        made
     }
     // ANCHOR_END: create
 
     fn delete(&self, network: &Network) -> Result<()> {
-        Iptables.remove_network(network)?;
-        Netlink::open()?.delete_link(&network.bridge)?;
-        Ok(())
+        // Both, even when the first fails: the first error is reported.
+        let rules = Iptables.remove_network(network);
+        let link = Netlink::open()
+            .and_then(|mut netlink| netlink.delete_link(&network.bridge));
+        rules.and(link).map(|_| ())
     }
 
     fn exists(&self, network: &Network) -> Result<bool> {
@@ -111,6 +106,31 @@ impl Driver for Bridge {
     // ANCHOR_END: disconnect
 }
 
+// ANCHOR: set_up_bridge
+fn set_up_bridge(
+    netlink: &mut Netlink,
+    bridge: u32,
+    network: &Network,
+) -> Result<()> {
+    // A MAC of its own: a bridge without one takes the lowest of its
+    // ports', and changes it when that container goes, while the others
+    // still send to the old one (their ARP cache) and are cut off.
+    netlink.set_mac(bridge, mac_of(network.gateway))?;
+    // The gateway's address on the bridge: the host is the router of the
+    // subnet, and the kernel adds the route to it.
+    let prefix = network.subnet.prefix();
+    netlink.add_address(bridge, network.gateway, prefix)?;
+    netlink.set_up(bridge)?;
+    // A packet from 127.0.0.1 may leave through the bridge: `-p` on the
+    // host's 127.0.0.1 DNATs it to a container, and the kernel drops a
+    // loopback source on any other interface, unless this.
+    sysctl(
+        &format!("net/ipv4/conf/{}/route_localnet", network.bridge),
+        "1",
+    )
+}
+// ANCHOR_END: set_up_bridge
+
 /// The first of `PREFIX0`, `PREFIX1`... that names no link of the host.
 pub fn unused_name(prefix: &str) -> Result<String> {
     let mut netlink = Netlink::open()?;
@@ -127,9 +147,10 @@ pub fn unused_name(prefix: &str) -> Result<String> {
 /// Packets from a container to the world cross the host from the bridge
 /// to another interface: the host must route, which Linux does not do
 /// unless asked (net.ipv4.ip_forward). What it was before is kept in
-/// `networks/ip_forward`, to be put back when the last network goes.
+/// `networks/.ip_forward` (a dot: never a network's name), to be put back
+/// when the last network goes.
 pub fn enable_forwarding(dir: &Path) -> Result<()> {
-    let saved = dir.join("ip_forward");
+    let saved = dir.join(".ip_forward");
     let now = fs::read_to_string(PROC_IP_FORWARD)
         .with_context(|| format!("read {PROC_IP_FORWARD}"))?;
     if now.trim() == "1" {
@@ -143,7 +164,7 @@ pub fn enable_forwarding(dir: &Path) -> Result<()> {
 }
 
 pub fn restore_forwarding(dir: &Path) -> Result<()> {
-    let saved = dir.join("ip_forward");
+    let saved = dir.join(".ip_forward");
     let Ok(before) = fs::read_to_string(&saved) else {
         return Ok(()); // we did not change it
     };

@@ -45,6 +45,15 @@ impl Store {
         store.sweep();
         Ok(store)
     }
+
+    /// [`Store::lock`], waiting for the lock whatever signal comes.
+    pub fn lock_to_the_end(paths: &Paths) -> Result<Store> {
+        let dir = paths.networks();
+        let lock = container::lock(&dir, false, nix::libc::LOCK_EX)?;
+        let store = Store { dir, _lock: lock };
+        store.sweep();
+        Ok(store)
+    }
     // ANCHOR_END: store
 
     fn path(&self, name: &str) -> PathBuf {
@@ -91,9 +100,13 @@ impl Store {
             .with_context(|| format!("mkdir {}", new.display()))?;
         write_json(&new.join("network.json"), network)?;
         Ipam::new(&new, network.subnet).create(network.gateway)?;
-        let made = driver.create(network).and_then(|()| {
-            // Routing between the bridge and the world (bridge.rs).
-            bridge::enable_forwarding(&self.dir)?;
+        // A driver that fails undoes its own work (a bridge of that name
+        // that was there before is not ours to delete).
+        if let Err(err) = driver.create(network) {
+            let _ = fs::remove_dir_all(&new);
+            return Err(err);
+        }
+        let made = bridge::enable_forwarding(&self.dir).and_then(|()| {
             let path = self.path(&network.name);
             fs::rename(&new, &path).with_context(|| {
                 format!("rename {} to {}", new.display(), path.display())
@@ -119,10 +132,17 @@ impl Store {
         }
         // Whatever is left of it (rules, without their bridge) goes first.
         driver.delete(network)?;
-        driver
+        let made = driver
             .create(network)
-            .and_then(|()| bridge::enable_forwarding(&self.dir))
-            .with_context(|| format!("make network {} again", network.name))
+            .and_then(|()| bridge::enable_forwarding(&self.dir));
+        if let Err(err) = made {
+            // Not half a network, which `exists` would take for whole.
+            let _ = driver.delete(network);
+            return Err(err).with_context(|| {
+                format!("make network {} again", network.name)
+            });
+        }
+        Ok(())
     }
 
     // ANCHOR: remove
@@ -172,6 +192,7 @@ impl Store {
                 }
             }
             let _ = fs::remove_dir_all(entry.path());
+            self.forget_forwarding();
         }
     }
 
@@ -234,8 +255,16 @@ impl Store {
         let mut found = Vec::new();
         for network in self.networks()? {
             let path = self.endpoint_path(&network.name, id);
-            if let Some(endpoint) = read_json(&path)? {
-                found.push((network, endpoint));
+            match read_json(&path) {
+                Ok(Some(endpoint)) => found.push((network, endpoint)),
+                Ok(None) => {}
+                // Damaged (a power cut before the disk had it): the reboot
+                // took its veth and rules, and `allocate` takes its
+                // address back once this file is gone.
+                Err(err) => {
+                    eprintln!("mydocker: warning: {err:#}: removed");
+                    let _ = fs::remove_file(&path);
+                }
             }
         }
         Ok(found)
@@ -290,8 +319,11 @@ pub fn endpoints(dir: &Path, name: &str) -> Result<Vec<Endpoint>> {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "json") {
-            if let Some(endpoint) = read_json(&path)? {
-                found.push(endpoint);
+            match read_json(&path) {
+                Ok(Some(endpoint)) => found.push(endpoint),
+                Ok(None) => {}
+                // Damaged: its container's next `rm` removes it.
+                Err(err) => eprintln!("mydocker: warning: {err:#}"),
             }
         }
     }
