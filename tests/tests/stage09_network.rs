@@ -1245,6 +1245,20 @@ fn a_host_port_already_mapped_is_refused() {
     let page_e = format!("e-{}", t.token);
     let e = t.run_d(&["--net", "ports", "-p", "8080:80"], &t.web(&page_e));
     assert_fetches(&t.ns, "http://127.0.0.1:8080/", &page_e, "the container that had port 8080 is removed: the port is free again, and leads to the new one");
+    // A port that a service of the host listens on is not free either: a
+    // DNAT would silently take its packets.
+    let service = t.ns.spawn_sh("exec busybox nc -l -p 7070");
+    let listening = eventually(Duration::from_secs(5), || {
+        t.ns.sh("ss -Hltn 'sport = :7070'").stdout.contains("7070")
+    });
+    assert!(listening, "the host's service should listen on port 7070");
+    let out = t.exec(&run_d_args(&["--net", "ports", "-p", "7070:80"], &t.busy()));
+    assert!(
+        out.code == Some(125) && out.stderr.contains("7070") && out.stderr.lines().count() == 1,
+        "-p 7070:80 must be refused in one line naming the port while a service of the host listens on it: {out:#?}"
+    );
+    drop(service);
+    remove_refused_records(&t, &[&d, &e]);
     t.rm_f(&[&d, &e]);
     t.finish();
 }
