@@ -2,7 +2,8 @@
 //! before the command starts, and what is released when it stops.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -10,7 +11,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::unistd::Pid;
 
 use super::netlink::Netlink;
-use super::ports::PortMapping;
+use super::ports::{PortMapping, Protocol};
 use super::store::Store;
 use super::{
     driver, etc, mac_of, mac_string, Endpoint, Mode, Network, DEFAULT,
@@ -164,7 +165,7 @@ fn connect(
         None => bail!("network {name} not found: see `mydocker network ls`"),
     };
     store.revive(&network)?;
-    check_ports_free(&store, &record.net.ports)?;
+    check_ports_free(paths, &store, &record.net.ports)?;
     let ip = allocate(&store, &network)
         .with_context(|| format!("network {name}"))?;
     let endpoint = Endpoint {
@@ -221,15 +222,42 @@ fn allocate(store: &Store, network: &Network) -> Result<Ipv4Addr> {
 
 /// A host port goes to one container only: the first DNAT rule would
 /// win, and the second container would never hear of its port.
-fn check_ports_free(store: &Store, ports: &[PortMapping]) -> Result<()> {
+fn check_ports_free(
+    paths: &Paths,
+    store: &Store,
+    ports: &[PortMapping],
+) -> Result<()> {
     for endpoint in store.all_endpoints()? {
         for theirs in &endpoint.ports {
             if let Some(ours) = ports.iter().find(|p| p.overlaps(theirs)) {
+                let id = &endpoint.container;
+                let name = Record::load(&paths.container(id)).map_or_else(
+                    |_| crate::id::short(id).to_string(),
+                    |r| r.name,
+                );
                 bail!(
-                    "port {}/{} is already published by container {}",
+                    "port {}/{} is already published by container {name}",
                     ours.host_port,
                     ours.protocol,
-                    crate::id::short(&endpoint.container)
+                );
+            }
+        }
+    }
+    // Nor is a port a service of the host listens on ours to take: the
+    // DNAT would silently steal its packets. Binding it says if it is
+    // free (the socket is closed at once).
+    for port in ports {
+        let ip = port.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let free = match port.protocol {
+            Protocol::Tcp => TcpListener::bind((ip, port.host_port)).err(),
+            Protocol::Udp => UdpSocket::bind((ip, port.host_port)).err(),
+        };
+        if let Some(err) = free {
+            if err.kind() == ErrorKind::AddrInUse {
+                bail!(
+                    "port {}/{} is in use on the host",
+                    port.host_port,
+                    port.protocol
                 );
             }
         }
