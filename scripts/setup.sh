@@ -74,4 +74,6 @@ else
 fi
 
 step "A first container"
-$SUDO /usr/local/bin/mydocker run --rm busybox sh -c 'echo "Hello from $(hostname), PID $$ in a container"'
+# --net none: a container without a network, as with docker; without it,
+# run would plug the container into the default bridge network.
+$SUDO /usr/local/bin/mydocker run --rm --net none busybox sh -c 'echo "Hello from $(hostname), PID $$ in a container"'

@@ -140,6 +140,11 @@ pub enum Command {
     /// Run a command in a running container
     Exec(ExecArgs),
     // @end
+    // @stage 9
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    // @end
     /// The container's first process (started by `run`, not by you)
     #[command(hide = true)]
     Init,
@@ -165,6 +170,44 @@ pub enum VolumeCommand {
     },
 }
 // ANCHOR_END: volume_command
+// @end
+// @stage 9
+
+// ANCHOR: network_command
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Make a network: a bridge on the host, a subnet for its containers
+    Create {
+        /// What makes it real on the host
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        /// Its addresses, as CIDR: 172.30.0.0/16
+        #[arg(long, value_name = "CIDR", allow_hyphen_values = true)]
+        subnet: String,
+        /// The bridge's address, the containers' router (default: the
+        /// subnet's first address)
+        #[arg(long, value_name = "IP", allow_hyphen_values = true)]
+        gateway: Option<String>,
+        name: String,
+    },
+    /// List the networks
+    Ls {
+        /// Only the names
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks and their containers, as JSON
+    Inspect {
+        #[arg(required = true, value_name = "NETWORK")]
+        names: Vec<String>,
+    },
+    /// Remove networks that no container uses
+    Rm {
+        #[arg(required = true, value_name = "NETWORK")]
+        names: Vec<String>,
+    },
+}
+// ANCHOR_END: network_command
 // @end
 
 // ANCHOR: run_args
@@ -242,6 +285,30 @@ pub struct RunArgs {
     pub volumes: Vec<String>,
 
     // ANCHOR_END: volume_args
+    // @end
+    // @stage 9
+    // ANCHOR: network_args
+    /// The network: bridge (the default), NAME, none, host, container:NAME
+    #[arg(
+        long = "net",
+        alias = "network",
+        value_name = "NETWORK",
+        default_value = "bridge",
+        allow_hyphen_values = true
+    )]
+    pub net: String,
+
+    /// Publish a port of the container on the host:
+    /// [IP:]HOST:CONTAINER[/tcp|/udp], repeatable
+    #[arg(
+        short,
+        long = "publish",
+        value_name = "[IP:]HOST:CTR",
+        allow_hyphen_values = true
+    )]
+    pub publish: Vec<String>,
+
+    // ANCHOR_END: network_args
     // @end
     // @stage 3
     /// The image to run (busybox is built in)

@@ -34,6 +34,12 @@ pub struct ContainerConfig {
     /// What to mount where, in the order to mount them.
     pub volumes: Vec<crate::volumes::Volume>,
     // @end
+    // @stage 9
+    /// The container's /etc/hostname, /etc/hosts and /etc/resolv.conf,
+    /// mounted like volumes (see network/etc.rs).
+    #[serde(default)]
+    pub etc: Vec<crate::volumes::Volume>,
+    // @end
     // @end
 }
 // ANCHOR_END: config

@@ -70,6 +70,9 @@ use crate::volumes;
 // @end
 // @stage 7
 use crate::names;
+// @stage 9
+use crate::network;
+// @end
 use crate::record::{Record, State};
 use std::time::{Duration, Instant, SystemTime};
 // @end
@@ -666,6 +669,10 @@ pub fn settle(paths: &Paths, id: &str) -> Result<()> {
     }
     if unsettled(&record) {
         Cgroup::of_dead_container(id).and_then(Cgroup::kill_and_remove)?;
+        // @stage 9
+        // Its endpoint, which its killed monitor could not release.
+        network::release(paths, id)?;
+        // @end
         record.state = State::Exited;
         record.exit_code = Some(255);
         record.finished = Some(SystemTime::now());
@@ -688,6 +695,9 @@ pub fn unsettled(record: &Record) -> bool {
 /// caller has the right to change it, or is its monitor.
 pub fn remove(paths: &Paths, id: &str) -> Result<()> {
     Cgroup::of_dead_container(id).and_then(Cgroup::kill_and_remove)?;
+    // @stage 9
+    network::release(paths, id)?;
+    // @end
     let dir = paths.container(id);
     let record = Record::load_if_there(&dir).ok().flatten();
     // Renamed away first: the container is gone in one step, and an `rm`

@@ -55,6 +55,10 @@ pub fn init() -> Result<i32> {
     // The volumes' host sides, opened while host paths lead to the host.
     let trees = volumes::open_sources(&config.volumes)?;
     // @end
+    // @stage 9
+    // And its /etc/hosts and friends, in its directory on the host.
+    let etc = volumes::open_sources(&config.etc)?;
+    // @end
     // @stage 3
     rootfs::pivot_into(&config.rootfs)?;
     rootfs::mkdir(Path::new("/proc"))?;
@@ -63,6 +67,11 @@ pub fn init() -> Result<i32> {
     // @stage 3
     rootfs::mount_dev()?;
     rootfs::mount_sys()?;
+    // @end
+    // @stage 9
+    // Before the volumes: a volume on /etc covers them, and their mount
+    // points are made in the container's layer, never in a volume.
+    volumes::attach(&config.etc, etc)?;
     // @end
     // @stage 5
     // Last, so that a volume in /dev is not hidden by the /dev mounted

@@ -134,6 +134,11 @@ fn main() {
         // @stage 8
         Command::Exec(args) => exec::exec(&paths::Paths::new(cli.root), args),
         // @end
+        // @stage 9
+        Command::Network(command) => {
+            network::commands::command(command, &paths::Paths::new(cli.root))
+        }
+        // @end
         // @before 7
         // Command::Init => init::init(),
         // @end
@@ -170,6 +175,9 @@ fn quiet_on_closed_output(command: &Command) {
             | Command::Rm { .. }
             | Command::Images { .. }
             | Command::Volume(_)
+            // @stage 9
+            | Command::Network(_)
+            // @end
             | Command::Info
     );
     if prints {

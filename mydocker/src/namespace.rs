@@ -46,7 +46,17 @@ const STACK_SIZE: usize = 256 * 1024;
 // @stage 7
 /// `stdio` replace the child's standard input, output and error when given
 /// (`/dev/null` unless the user asked for `-i`; the monitor's pipes).
-pub fn spawn_init(pipe: &OwnedFd, stdio: [Option<&OwnedFd>; 3]) -> Result<Pid> {
+// @before 9
+// pub fn spawn_init(pipe: &OwnedFd, stdio: [Option<&OwnedFd>; 3]) -> Result<Pid> {
+// @end
+// @end
+// @stage 9
+/// Without `new_net`, the child stays in our network namespace.
+pub fn spawn_init(
+    pipe: &OwnedFd,
+    stdio: [Option<&OwnedFd>; 3],
+    new_net: bool,
+) -> Result<Pid> {
     // @end
     // Re-execute ourselves: /proc/self/exe is always the running binary,
     // wherever it was installed. Its `init` subcommand runs inside the new
@@ -118,11 +128,22 @@ pub fn spawn_init(pipe: &OwnedFd, stdio: [Option<&OwnedFd>; 3]) -> Result<Pid> {
     // SAFETY: the child runs on its own copy of our memory (no CLONE_VM), and
     // this process has a single thread, so no lock can be held by another.
     // SIGCHLD: the parent is told when the child ends, like after fork(2).
+    // @stage 9
+    let mut namespaces = NAMESPACES;
+    if !new_net {
+        namespaces.remove(CloneFlags::CLONE_NEWNET);
+    }
+    // @end
     let pid = unsafe {
         clone(
             Box::new(child),
             &mut stack,
-            NAMESPACES,
+            // @before 9
+            // NAMESPACES,
+            // @end
+            // @stage 9
+            namespaces,
+            // @end
             Some(Signal::SIGCHLD as i32),
         )
     }

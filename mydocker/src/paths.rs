@@ -16,6 +16,9 @@ use anyhow::{bail, Context, Result};
 /// The default state root, where Docker keeps /var/lib/docker.
 pub const DEFAULT_ROOT: &str = "/var/lib/mydocker";
 
+// @stage 9
+#[derive(Clone)]
+// @end
 pub struct Paths {
     root: PathBuf,
 }
@@ -174,6 +177,13 @@ impl Paths {
     /// `names/NAME`: a symbolic link to the ID of the container named NAME.
     pub fn name(&self, name: &str) -> PathBuf {
         self.names().join(name)
+    }
+    // @end
+    // @stage 9
+
+    /// `networks/`: the networks, their addresses and endpoints.
+    pub fn networks(&self) -> PathBuf {
+        self.root.join("networks")
     }
     // @end
 }

@@ -61,6 +61,12 @@ pub struct Record {
     /// needs to start it again.
     pub config: ContainerConfig,
     pub limits: Limits,
+    // @stage 9
+    /// `--net` and `-p`. (A record of an older mydocker has none: its
+    /// containers had a network namespace with only `lo`.)
+    #[serde(default)]
+    pub net: crate::network::Settings,
+    // @end
 }
 // ANCHOR_END: record
 

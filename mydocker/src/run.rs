@@ -53,6 +53,9 @@ use crate::paths::Paths;
 use crate::volumes;
 // @end
 use crate::{namespace, signals};
+// @stage 9
+use crate::network;
+// @end
 // @stage 7
 use crate::monitor::{self, Detached, How, Notify, Output, Watch};
 use crate::names;
@@ -115,6 +118,9 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     if let Some(name) = &args.name {
         names::check(name)?;
     }
+    // @end
+    // @stage 9
+    let net = network::settings(paths, &args.net, &args.publish)?;
     // @end
     // @stage 3
     // ANCHOR: container
@@ -199,7 +205,10 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
         // @stage 5
         volumes,
         // @end
-        // @end
+        // @stage 9
+        etc: Vec::new(), // written once its address is known
+                         // @end
+                         // @end
     };
     // @stage 7
     // ANCHOR: record
@@ -218,6 +227,9 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
         interactive: args.interactive,
         config,
         limits,
+        // @stage 9
+        net,
+        // @end
     };
     record.save(container.dir())?;
     let how = How {
@@ -320,7 +332,14 @@ fn supervise(
     let [stdout, stderr] = &output.theirs;
     let stdio = [stdin.as_ref(), stdout.as_ref(), stderr.as_ref()];
 
-    let child = namespace::spawn_init(&pipe_read, stdio)?;
+    // @before 9
+    // let child = namespace::spawn_init(&pipe_read, stdio)?;
+    // @end
+    // @stage 9
+    let child = network::spawn_in(paths, &record.net.mode, |new_net| {
+        namespace::spawn_init(&pipe_read, stdio, new_net)
+    })?;
+    // @end
     // ANCHOR_END: stdio
     // The child has its copies: our write ends must go, or we would never
     // read end-of-file.
@@ -353,6 +372,15 @@ fn supervise(
         return Err(abort(child, err));
     }
     // ANCHOR_END: attach
+    // @end
+    // @stage 9
+    // ANCHOR: network
+    // Its network too: `lo` up, its endpoint, its /etc/hosts.
+    let mut attached = match network::attach(paths, record, child) {
+        Ok(attached) => attached,
+        Err(err) => return Err(abort(child, err)),
+    };
+    // ANCHOR_END: network
     // @end
     // @before 7
     // let sent = send_config(pipe_write, &config);
@@ -388,6 +416,14 @@ fn supervise(
         eprintln!("mydocker: warning: {err:#}");
     }
     // ANCHOR_END: cleanup
+    // @end
+    // @stage 9
+    // ANCHOR: release
+    // And it leaves its network: its address is free for the next one.
+    if let Err(err) = attached.release() {
+        eprintln!("mydocker: warning: {err:#}");
+    }
+    // ANCHOR_END: release
     // @end
     sent?;
     // @stage 7

@@ -13,15 +13,18 @@
 //! PID, when the test ends without having waited for it.
 
 pub mod catalog;
+pub mod json;
+pub mod netns;
 pub mod old_kernel;
 pub mod slowed;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// How long one mydocker command may take before the test calls it hung.
@@ -38,7 +41,7 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const TEST_BUDGET: Duration = Duration::from_secs(120);
 
 /// The stage of the complete program in mydocker/.
-pub const LAST_STAGE: u32 = 8;
+pub const LAST_STAGE: u32 = 9;
 
 /// Stage 3 made `run` take an image before the command.
 pub const FIRST_STAGE_WITH_IMAGES: u32 = 3;
@@ -47,6 +50,20 @@ pub const FIRST_STAGE_WITH_IMAGES: u32 = 3;
 /// is given `--rm`: from there on, the earlier stages' tests run their
 /// containers with `--rm` (see [`Mydocker::new`]).
 pub const FIRST_STAGE_WITH_RECORDS: u32 = 7;
+
+/// Stage 9 put every container on a network: without `--net`, `run`
+/// makes a bridge and NAT rules. From there on, every `run` of the earlier
+/// stages' tests gets `--net none` (see [`Mydocker::new`]), so that no test
+/// ever makes a bridge or a rule in the machine's own network namespace;
+/// the stage 9 tests run theirs in namespaces of their own
+/// ([`Mydocker::in_netns`]).
+pub const FIRST_STAGE_WITH_NETWORKS: u32 = 9;
+
+/// The files that every container has of its own from stage 9 on,
+/// bind-mounted over the image's (or over mount points made in its
+/// layer): an earlier stage's test that lists a container's mounts or its
+/// /etc finds them there, whatever `--net` (see [`Mydocker::etc_files`]).
+pub const ETC_FILES: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
 
 /// The image the tests run their commands in, once images exist.
 pub const IMAGE: &str = "busybox";
@@ -58,10 +75,18 @@ pub struct Mydocker {
     stage: u32,
     root: tempfile::TempDir,
     deadline: Instant,
-    /// Whether every `run` gets `--rm` (see [`Mydocker::new`]), and the
-    /// directory of the script that adds it for commands the harness does
-    /// not build itself.
-    add_rm: Option<tempfile::TempDir>,
+    /// Whether every `run` gets `--rm` (see [`Mydocker::new`]).
+    add_rm: bool,
+    /// Whether every `run` gets `--net none`, whatever else the handle
+    /// does (see [`Mydocker::new`]).
+    add_net_none: bool,
+    /// The network namespace every command runs in, when not the test's
+    /// own ([`Mydocker::in_netns`]): its name and an open descriptor.
+    netns: Option<(String, Arc<File>)>,
+    /// The directory of the script that does all of the above, for
+    /// commands the harness does not build itself ([`Mydocker::bin`]);
+    /// None when the handle adds nothing.
+    wrapper: Option<tempfile::TempDir>,
 }
 
 /// How a finished command ended, and what it printed.
@@ -77,25 +102,50 @@ impl Mydocker {
     /// A handle for the tests of one stage, which run against that
     /// stage's binary and every later one's. Where a later stage changes
     /// how the command line must be written, the handle adapts the call,
-    /// never the assertion: from stage 7 on, a container stays until `rm`,
-    /// so every `run` this handle starts gets `--rm` right after `run`
-    /// (as the earlier stages' containers went when their `run` ended).
+    /// never the assertion:
+    /// - from stage 7 on, a container stays until `rm`, so every `run`
+    ///   this handle starts gets `--rm` right after `run` (as the earlier
+    ///   stages' containers went when their `run` ended);
+    /// - from stage 9 on, `run` puts a container on a network (a bridge,
+    ///   NAT rules) unless told `--net none`, so every `run` gets `--net
+    ///   none` too: the earlier stages' containers had only `lo`, and no
+    ///   test may touch the machine's own network.
+    ///
     /// That covers [`Mydocker::command`] and all that uses it, and
-    /// [`Mydocker::bin`], which is then a script that adds `--rm` before it
-    /// starts the binary under test, for tests that start it themselves.
-    /// The stage 7 tests, which decide themselves, use
-    /// [`Mydocker::as_given`].
+    /// [`Mydocker::bin`], which is then a script that adds the options
+    /// before it starts the binary under test, for tests that start it
+    /// themselves. The stage 7 and 8 tests, which decide about `--rm`
+    /// themselves, use [`Mydocker::as_given`].
     pub fn new() -> Mydocker {
         let mut md = Mydocker::as_given();
-        if md.stage >= FIRST_STAGE_WITH_RECORDS {
-            md.add_rm = Some(rm_wrapper(&md.bin));
-        }
+        md.add_rm = md.stage >= FIRST_STAGE_WITH_RECORDS;
+        md.make_wrapper();
         md
     }
 
-    /// A handle whose commands run exactly as the test wrote them: no
-    /// `--rm` is ever added (see [`Mydocker::new`]).
+    /// A handle that adds no `--rm` (see [`Mydocker::new`]): its commands
+    /// run as the test wrote them but for `--net none`, which every `run`
+    /// still gets from stage 9 on, whatever way it is started.
     pub fn as_given() -> Mydocker {
+        let mut md = Mydocker::exactly();
+        md.add_net_none = md.stage >= FIRST_STAGE_WITH_NETWORKS;
+        md.make_wrapper();
+        md
+    }
+
+    /// A handle for the stage 9 tests: every command runs in the network
+    /// namespace `netns` (which the test made: see [`netns::NetNs`]),
+    /// exactly as the test wrote it. Without `--net`, a container joins
+    /// the default network, made in that namespace.
+    pub fn in_netns(netns: &netns::NetNs) -> Mydocker {
+        let mut md = Mydocker::exactly();
+        md.netns = Some((netns.name().to_string(), netns.file()));
+        md.make_wrapper();
+        md
+    }
+
+    /// The handle with nothing added, in the test's own namespaces.
+    fn exactly() -> Mydocker {
         require_root();
         let bin = match std::env::var_os("MYDOCKER_BIN") {
             Some(path) => PathBuf::from(path),
@@ -121,22 +171,62 @@ impl Mydocker {
             stage,
             root,
             deadline: Instant::now() + TEST_BUDGET,
-            add_rm: None,
+            add_rm: false,
+            add_net_none: false,
+            netns: None,
+            wrapper: None,
         }
     }
 
+    /// The options this handle adds right after `run`: with `all`, every
+    /// one (as [`Mydocker::command`] does), else only those that no test
+    /// may do without (as [`Mydocker::command_as_given`] does).
+    fn added(&self, all: bool) -> Vec<&'static str> {
+        let mut added = Vec::new();
+        if all && self.add_rm {
+            added.push("--rm");
+        }
+        if self.add_net_none {
+            added.extend(["--net", "none"]);
+        }
+        added
+    }
+
+    /// Write the script behind [`Mydocker::bin`], when the handle adds
+    /// something to the commands the test starts itself.
+    fn make_wrapper(&mut self) {
+        let added = self.added(true);
+        let netns = self.netns.as_ref().map(|(name, _)| netns::path_of(name));
+        self.wrapper = match (added.is_empty(), &netns) {
+            (true, None) => None,
+            _ => Some(wrapper(&self.bin, &added, netns.as_deref())),
+        };
+    }
+
+    /// `args` as this handle runs them with [`Mydocker::command`]: the
+    /// options it adds right after `run` (nothing for other commands).
+    /// For tests that start the binary themselves and cannot use
+    /// [`Mydocker::bin`].
+    pub fn adapted<S: AsRef<str>>(&self, args: &[S]) -> Vec<String> {
+        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+        with_run_options(&args, &self.added(true))
+    }
+
     /// The binary under test, to start it without [`Mydocker::command`]:
-    /// on a handle that adds `--rm` to `run` ([`Mydocker::new`] from stage
-    /// 7 on), a script that adds it and then execs the binary under test
-    /// (the same PID, arguments, environment and descriptors).
+    /// on a handle that adds options to `run` ([`Mydocker::new`] from
+    /// stage 7 on, [`Mydocker::as_given`] from stage 9 on) or runs in a
+    /// network namespace ([`Mydocker::in_netns`]), a script that does so
+    /// and then execs the binary under test (the same PID, arguments,
+    /// environment and descriptors).
     pub fn bin(&self) -> PathBuf {
-        match &self.add_rm {
+        match &self.wrapper {
             Some(dir) => dir.path().join("mydocker"),
             None => self.bin.clone(),
         }
     }
 
-    /// The binary under test itself, whatever the handle adds.
+    /// The binary under test itself, whatever the handle adds. A `run`
+    /// started with it must get [`Mydocker::adapted`] arguments.
     pub fn real_bin(&self) -> &Path {
         &self.bin
     }
@@ -144,6 +234,16 @@ impl Mydocker {
     /// The stage the binary under test implements.
     pub fn stage(&self) -> u32 {
         self.stage
+    }
+
+    /// The files of its own that every container of this stage has in
+    /// /etc, bind-mounted: [`ETC_FILES`] from stage 9 on, none before.
+    pub fn etc_files(&self) -> &'static [&'static str] {
+        if self.stage >= FIRST_STAGE_WITH_NETWORKS {
+            &ETC_FILES
+        } else {
+            &[]
+        }
     }
 
     /// This test's state directory (`MYDOCKER_ROOT`).
@@ -188,26 +288,38 @@ impl Mydocker {
     }
 
     /// `mydocker ARGS...` with this test's state directory, ready to run;
-    /// `run` gets `--rm` when the handle adds it (see [`Mydocker::new`]).
+    /// `run` gets what the handle adds (see [`Mydocker::new`]).
     pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
-        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
-        if self.add_rm.is_some() {
-            self.command_as_given(&with_rm(&args))
-        } else {
-            self.command_as_given(&args)
-        }
+        self.command_with(&self.adapted(args))
     }
 
-    /// `mydocker ARGS...` exactly as given, whatever the handle adds.
+    /// `mydocker ARGS...` as given: no `--rm` added, but `--net none`
+    /// still when the handle adds it (see [`Mydocker::as_given`]).
     pub fn command_as_given<S: AsRef<str>>(&self, args: &[S]) -> Command {
+        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+        self.command_with(&with_run_options(&args, &self.added(false)))
+    }
+
+    /// `mydocker ARGS...`, with the state directory and the network
+    /// namespace of this handle.
+    fn command_with(&self, args: &[String]) -> Command {
         let mut command = Command::new(&self.bin);
-        command.args(args.iter().map(AsRef::as_ref));
+        command.args(args);
         command.env("MYDOCKER_ROOT", self.root.path());
         command.stdin(Stdio::null());
+        self.enter_netns(&mut command);
         command
     }
 
-    /// Run `mydocker ARGS...`, exactly as given, to the end.
+    /// Make `command` start in this handle's network namespace, if it
+    /// has one (setns(2) between fork and exec).
+    pub fn enter_netns(&self, command: &mut Command) {
+        if let Some((_, file)) = &self.netns {
+            netns::enter(command, file.clone());
+        }
+    }
+
+    /// Run `mydocker ARGS...`, as given ([`Mydocker::command_as_given`]), to the end.
     pub fn exec_as_given<S: AsRef<str>>(&self, args: &[S]) -> Outcome {
         self.finish(self.command_as_given(args))
     }
@@ -340,8 +452,8 @@ impl Mydocker {
 
     /// Run `sh -c SCRIPT sh ARGS...` in a mount namespace of its own
     /// (`unshare --mount --propagation private`), with `$MYDOCKER` the
-    /// binary under test ([`Mydocker::bin`]: `run` gets `--rm` when the
-    /// handle adds it) and `MYDOCKER_ROOT` this test's state root. The
+    /// binary under test ([`Mydocker::bin`]: `run` gets what the handle
+    /// adds) and `MYDOCKER_ROOT` this test's state root. The
     /// mounts the script makes (a tmpfs to use as a volume, say) live and
     /// die with that namespace: the host never sees them, and nothing is
     /// left to unmount.
@@ -365,6 +477,7 @@ impl Mydocker {
             .env("MYDOCKER", self.bin())
             .env("MYDOCKER_ROOT", self.root.path())
             .stdin(Stdio::null());
+        self.enter_netns(&mut command);
         self.finish(command)
     }
 
@@ -411,7 +524,14 @@ const OPTIONS_WITH_A_VALUE: &[&str] = &["--root"];
 /// (global options such as `--root DIR` may come before it); any other
 /// command line as it is.
 pub fn with_rm(args: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len() + 1);
+    with_run_options(args, &["--rm"])
+}
+
+/// `args` with `added` right after the subcommand when that is `run`
+/// (global options such as `--root DIR` may come before it); any other
+/// command line as it is.
+pub fn with_run_options(args: &[String], added: &[&str]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len() + added.len());
     let mut value_next = false;
     let mut done = false;
     for arg in args {
@@ -426,7 +546,7 @@ pub fn with_rm(args: &[String]) -> Vec<String> {
         } else if !arg.starts_with('-') {
             done = true;
             if arg == "run" {
-                out.push("--rm".to_string());
+                out.extend(added.iter().map(|a| a.to_string()));
             }
         }
     }
@@ -436,11 +556,30 @@ pub fn with_rm(args: &[String]) -> Vec<String> {
 /// The text of a script that does what [`with_rm`] does to its arguments,
 /// then execs `bin` with them.
 pub fn rm_wrapper_script(bin: &Path) -> String {
-    let quoted = bin.to_string_lossy().replace('\'', "'\\''");
+    wrapper_script(bin, &["--rm"], None)
+}
+
+/// The text of a script that does what [`with_run_options`] does to its
+/// arguments with `added`, then execs `bin` with them, in the network
+/// namespace bound at `netns` when given (by `nsenter --net`, which execs
+/// too: the binary under test gets the script's PID).
+pub fn wrapper_script(bin: &Path, added: &[&str], netns: Option<&Path>) -> String {
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "'\\''"));
+    let added: Vec<String> = added.iter().map(|a| quote(a)).collect();
+    let bin = quote(&bin.to_string_lossy());
+    let exec = match netns {
+        Some(path) => format!(
+            "exec nsenter --net={} {bin} \"$@\"",
+            quote(&path.to_string_lossy())
+        ),
+        None => format!("exec {bin} \"$@\""),
+    };
     format!(
         r#"#!/bin/sh
 # The stage tests' harness: from stage 7 on, the earlier stages' `run`
-# gets --rm (their containers went when `run` ended), and nothing else
+# gets --rm (their containers went when `run` ended), from stage 9 on
+# --net none too (their containers had only lo), and the stage 9 tests'
+# commands run in a network namespace of the test's; nothing else
 # changes: the binary under test replaces this script (same PID).
 state=options
 for arg do
@@ -451,32 +590,33 @@ for arg do
         case $arg in
         {options}) state=value ;;
         -*) ;;
-        run) set -- "$@" run; arg=--rm; state=done ;;
+        run) set -- "$@" run{added}; state=done; continue ;;
         *) state=done ;;
         esac ;;
     esac
     set -- "$@" "$arg"
 done
-exec '{quoted}' "$@"
+{exec}
 "#,
-        options = OPTIONS_WITH_A_VALUE.join("|")
+        options = OPTIONS_WITH_A_VALUE.join("|"),
+        added = added.iter().map(|a| format!(" {a}")).collect::<String>(),
     )
 }
 
 /// A directory of its own (open to every user, as the binary's may be)
-/// holding `mydocker`, the [`rm_wrapper_script`] of `bin`.
-fn rm_wrapper(bin: &Path) -> tempfile::TempDir {
+/// holding `mydocker`, the [`wrapper_script`] of `bin`.
+fn wrapper(bin: &Path, added: &[&str], netns: Option<&Path>) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("mydocker-harness-")
         .tempdir()
-        .expect("create a directory for the --rm script");
+        .expect("create a directory for the harness's script");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod the --rm script's directory");
+        .expect("chmod the harness script's directory");
     let script = dir.path().join("mydocker");
-    std::fs::write(&script, rm_wrapper_script(bin)).expect("write the --rm script");
+    std::fs::write(&script, wrapper_script(bin, added, netns)).expect("write the harness's script");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod the --rm script");
+        .expect("chmod the harness's script");
     dir
 }
 
@@ -1715,6 +1855,72 @@ mod tests {
     }
 
     #[test]
+    fn from_stage_9_run_gets_net_none_too_and_nothing_else_changes() {
+        let added = ["--rm", "--net", "none"];
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["run", "busybox", "true"],
+                &["run", "--rm", "--net", "none", "busybox", "true"],
+            ),
+            (
+                &["--root", "run", "run", "-d", "img", "run"],
+                &[
+                    "--root", "run", "run", "--rm", "--net", "none", "-d", "img", "run",
+                ],
+            ),
+            (&["exec", "c", "run"], &["exec", "c", "run"]),
+            (&["network", "ls"], &["network", "ls"]),
+        ];
+        for (args, want) in cases {
+            assert_eq!(
+                with_run_options(&strings(args), &added),
+                strings(want),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            with_run_options(&strings(&["run", "x"]), &[]),
+            strings(&["run", "x"])
+        );
+    }
+
+    #[test]
+    fn the_harness_script_adds_what_with_run_options_adds() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake");
+        std::fs::write(&fake, "#!/bin/sh\nfor a do printf '<%s>\\n' \"$a\"; done\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for added in [&["--net", "none"][..], &["--rm", "--net", "none"], &[]] {
+            let wrapper = wrapper(&fake, added, None);
+            for args in [
+                &["run", "-d", "busybox", "sh", "-c", "a 'b'"][..],
+                &["--root", "/r", "run", "busybox"],
+                &["ps", "-a"],
+            ] {
+                let out = std::process::Command::new(wrapper.path().join("mydocker"))
+                    .args(args)
+                    .output()
+                    .unwrap();
+                let want: String = with_run_options(&strings(args), added)
+                    .iter()
+                    .map(|a| format!("<{a}>\n"))
+                    .collect();
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout),
+                    want,
+                    "{added:?} {args:?}"
+                );
+            }
+        }
+        let script = wrapper_script(&fake, &[], Some(Path::new("/run/netns/it's")));
+        assert!(
+            script.contains("exec nsenter --net='/run/netns/it'\\''s' "),
+            "{script}"
+        );
+    }
+
+    #[test]
     fn the_rm_script_adds_what_with_rm_adds_and_keeps_every_argument() {
         let dir = tempfile::tempdir().unwrap();
         // A "binary" that prints its arguments, one per line, between < >.
@@ -1722,7 +1928,7 @@ mod tests {
         std::fs::write(&fake, "#!/bin/sh\nfor a do printf '<%s>\\n' \"$a\"; done\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let wrapper = rm_wrapper(&fake);
+        let wrapper = wrapper(&fake, &["--rm"], None);
         let cases: &[&[&str]] = &[
             &[
                 "run",

@@ -291,7 +291,7 @@ fn run_needs_root_and_says_so() {
     std::fs::copy(md.real_bin(), &copy).unwrap();
     let mut command = std::process::Command::new(&copy);
     command
-        .args(md.run_args(&[], &["true"]))
+        .args(md.adapted(&md.run_args(&[], &["true"])))
         .env("MYDOCKER_ROOT", md.root())
         .stdin(std::process::Stdio::null());
     command.uid(65534).gid(65534); // nobody

@@ -1029,8 +1029,16 @@ fn mount_points_are_made_in_the_containers_layer_not_in_the_image() {
         "-c",
         "ls -A /etc; test -e /new || echo no-new; test -e /mid/made || echo no-made; ls -A /mid",
     ]);
+    // From stage 9 on, /etc also holds the container's own hostname,
+    // hosts and resolv.conf (mount points in its own layer).
+    let listed: String = out
+        .success()
+        .lines()
+        .filter(|l| !md.etc_files().contains(&format!("/etc/{l}").as_str()))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(
-        out.success(),
+        listed,
         "image-file\nno-new\nno-made\nlink\n",
         "the next container, without volumes, should see the image as it is, none of the previous one's mount points"
     );

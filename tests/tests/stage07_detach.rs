@@ -612,7 +612,7 @@ fn run_d_prints_the_full_id_and_returns_while_the_container_runs_on_its_own() {
     command
         .arg("-c")
         .arg("\"$0\" run -d busybox sh -c 'echo started; while :; do sleep 1; done' \"$1\" | cat")
-        .arg(t.md.real_bin())
+        .arg(t.md.bin())
         .arg(&t.token)
         .env("MYDOCKER_ROOT", t.md.root())
         .stdin(Stdio::null());

@@ -40,6 +40,10 @@ pub const STAGES: &[Stage] = &[
         number: 8,
         slug: "08-exec",
     },
+    Stage {
+        number: 9,
+        slug: "09-network",
+    },
 ];
 
 pub fn last() -> u32 {

@@ -28,11 +28,24 @@ use crate::signals;
 
 // ANCHOR: write_tree
 /// Write the tree below `root` (a directory handle) to `out` as a tar.
-pub fn write_tree<W: Write>(root: &OwnedFd, out: W) -> Result<W> {
+// @before 9
+// pub fn write_tree<W: Write>(root: &OwnedFd, out: W) -> Result<W> {
+// @end
+// @stage 9
+/// Leave out the files in `skip` (relative paths).
+pub fn write_tree<W: Write>(
+    root: &OwnedFd,
+    out: W,
+    skip: &[PathBuf],
+) -> Result<W> {
+    // @end
     let mut archive = Archive {
         root: root.as_raw_fd(),
         builder: Builder::new(out),
         links: HashMap::new(),
+        // @stage 9
+        skip: skip.to_vec(),
+        // @end
     };
     archive.directory(Path::new(""))?;
     // Two blocks of zeros: the archive's end.
@@ -44,6 +57,9 @@ struct Archive<W: Write> {
     builder: Builder<W>,
     /// The first path of every file with several hard links, by inode.
     links: HashMap<(u64, u64), PathBuf>,
+    // @stage 9
+    skip: Vec<PathBuf>,
+    // @end
 }
 // ANCHOR_END: write_tree
 
@@ -71,6 +87,11 @@ impl<W: Write> Archive<W> {
         let mut subdirectories = Vec::new();
         for name in names {
             signals::check_interrupted()?;
+            // @stage 9
+            if self.skip.contains(&path.join(&name)) {
+                continue;
+            }
+            // @end
             let stat = fstatat(
                 Some(dir),
                 name.as_os_str(),

@@ -104,7 +104,14 @@ fn snapshot(paths: &Paths, id: &str, out: &mut impl Write) -> Result<()> {
     let _one_at_a_time = container::lock_waiting(&paths.container(id))?;
     let frozen = freezer.freeze()?;
     let root = Root::of(paths, id, &freezer)?;
-    archive::write_tree(&root.tree, &mut *out)?;
+    // @before 9
+    // archive::write_tree(&root.tree, &mut *out)?;
+    // @end
+    // @stage 9
+    // Not the mount points of its /etc/hosts and friends (network/etc.rs).
+    let skip = crate::network::etc::mount_points_made(paths, id)?;
+    archive::write_tree(&root.tree, &mut *out, &skip)?;
+    // @end
     // A container frozen on cgroup v2 can still be killed: then `run`
     // removes its files, and we may have read only some of them.
     root.check_still_running()?;

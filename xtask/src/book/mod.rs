@@ -56,7 +56,10 @@
 //! `NN-slug.md`, chapter NN's; the complete program for other pages), and
 //! `sudo` is a shim that resets the environment as sudo does (PATH is
 //! secure_path, HOME=/root; options such as `sudo -i` are refused). The
-//! hostname is `vm`; the network is the host's. The terminal is 250 columns
+//! hostname is `vm`. The network namespace is the page's own, with only
+//! `lo`: a bridge or a firewall rule that a page makes never reaches the
+//! machine's network, and nothing reaches the Internet (cargo builds from
+//! the crates already downloaded). The terminal is 250 columns
 //! wide (`ls` prints columns, as at any terminal) and the first one is
 //! `/dev/pts/0` (the sandbox has a devpts of its own). Paths print as a reader
 //! sees them: the scratch directories under their sandbox names (in a mount
@@ -85,7 +88,7 @@
 //! | `vary=CLASS,...` | wildcard classes, below |
 //! | `re='REGEX'` | text matching REGEX (Rust regex syntax) compares equal on both sides; repeatable; applied to the raw line, before everything else |
 //! | `timeout=SECONDS` | the limit for each command of the block (default 60) |
-//! | `fresh` | start over as at the page's first block: a new shell in the checkout (no variables or jobs from before), empty `/tmp` and `/var/lib/mydocker`, the page's `mydocker`; the blocks after it go on from there |
+//! | `fresh` | start over as at the page's first block: a new sandbox (empty `/tmp` and `/var/lib/mydocker`, a new network namespace, the page's `mydocker`) and a new shell in the checkout (no variables or jobs from before); the blocks after it go on from there |
 //! | `user=nobody` | the block runs in a shell of its own as `nobody` (uid/gid 65534, no groups, via setpriv); the page's shell is untouched |
 //! | `not run: REASON` | the block is not run (a VM, a browser); the reason is mandatory, and at least 90% of the blocks must run |
 //!
@@ -121,9 +124,18 @@
 //! and fails when a block differs or times out, when an annotation is
 //! malformed, or when fewer than 90% of the book's blocks ran (a rule for
 //! the whole book: `--chapter` does not apply it to one page).
+//!
+//! ## What the grading transcripts graded
+//!
+//! A block that runs `cargo xtask test --stage N --bin
+//! /usr/local/bin/mydocker`, matches the page and ends with every stage
+//! passed has graded the installed binary on stages 1 to N; `check`
+//! returns these runs (`graded.rs`), and `cargo xtask test` does not run
+//! them again.
 
 mod annotation;
 mod bless;
+mod graded;
 mod includes;
 mod interrupt;
 mod normalize;
@@ -143,6 +155,8 @@ use anyhow::{bail, Context, Result};
 
 use run::{BlockResult, Outcome};
 use transcript::Block;
+
+pub use graded::{sha256, Graded, INSTALLED};
 
 /// At least this share of the console blocks must run.
 const MIN_RAN_PERCENT: usize = 90;
@@ -196,6 +210,11 @@ struct Page {
 
 /// `cargo xtask book [ARGS]`; without arguments, every check of the book.
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
+    check(root, args).map(|_| ())
+}
+
+/// `main`, returning what the transcripts graded with every test passed.
+pub fn check(root: &Path, args: &[String]) -> Result<Vec<Graded>> {
     let options = Options::parse(args)?;
     // Fail early, before any work: the transcripts cannot run otherwise.
     if !options.static_only && !crate::test::is_root() {
@@ -242,6 +261,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         rendered.len()
     );
     let mut failures = Vec::new();
+    let mut graded = Vec::new();
     if !rendered.is_empty() {
         failures.push(format!(
             "{} problem(s) in the rendered pages",
@@ -251,12 +271,14 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     if options.static_only {
         println!("book: transcripts not run (--static)");
     } else {
-        failures.extend(transcripts(root, &pages, &options)?);
+        let (failed, ran) = transcripts(root, &pages, &options)?;
+        failures.extend(failed);
+        graded = ran;
     }
     if !failures.is_empty() {
         bail!("book: {}", failures.join("; "));
     }
-    Ok(())
+    Ok(graded)
 }
 
 fn read_pages(root: &Path, src: &Path) -> Result<Vec<Page>> {
@@ -322,10 +344,16 @@ struct Tally {
     differ: usize,
     failed: usize,
     blessed: usize,
+    /// The grading runs whose every test passed.
+    graded: Vec<Graded>,
 }
 
-/// Run the transcripts; returns what failed.
-fn transcripts(root: &Path, pages: &[Page], options: &Options) -> Result<Vec<String>> {
+/// Run the transcripts; returns what failed, and what they graded.
+fn transcripts(
+    root: &Path,
+    pages: &[Page],
+    options: &Options,
+) -> Result<(Vec<String>, Vec<Graded>)> {
     let chosen: Vec<&Page> = match &options.chapter {
         Some(chapter) => {
             let chosen: Vec<&Page> = pages.iter().filter(|p| selected(p, chapter)).collect();
@@ -400,6 +428,7 @@ fn transcripts(root: &Path, pages: &[Page], options: &Options) -> Result<Vec<Str
         total.differ += tally.differ;
         total.failed += tally.failed;
         total.blessed += tally.blessed;
+        total.graded.extend(tally.graded);
     }
     for line in &lines {
         println!("{line}");
@@ -422,6 +451,15 @@ fn transcripts(root: &Path, pages: &[Page], options: &Options) -> Result<Vec<Str
             String::new()
         },
     );
+    for graded in &total.graded {
+        println!(
+            "book: {} graded {} on stages 1 to {}, every test passed (sha256 {})",
+            graded.at,
+            INSTALLED,
+            graded.stage,
+            &graded.sha256[..12]
+        );
+    }
     let unblessed = total.differ - total.blessed;
     if unblessed > 0 {
         failures.push(format!(
@@ -434,7 +472,7 @@ fn transcripts(root: &Path, pages: &[Page], options: &Options) -> Result<Vec<Str
             "only {percent}% of the console blocks ran; at least {MIN_RAN_PERCENT}% must"
         ));
     }
-    Ok(failures)
+    Ok((failures, total.graded))
 }
 
 /// Build the page's binary, run its blocks, report each, bless if asked.
@@ -467,7 +505,7 @@ fn run_page(root: &Path, page: &Page, blocks: &[Block], options: &Options) -> Re
                 tally.not_run += 1;
                 println!("  {at}: not run: {reason}");
             }
-            Outcome::Passed => {
+            Outcome::Passed(_) => {
                 tally.ran += 1;
                 println!("  {at}: ok ({secs:.1}s)");
             }
@@ -491,6 +529,9 @@ fn run_page(root: &Path, page: &Page, blocks: &[Block], options: &Options) -> Re
         }
     };
     let result = run::page(root, &page.name, blocks, &binary, &mut report)?;
+    tally
+        .graded
+        .extend(result.blocks.iter().filter_map(|b| b.graded.clone()));
     if !result.checkout_changes.is_empty() {
         // Not from the transcripts: the sandbox sees the checkout read-only.
         println!(

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::graded::{self, Graded};
 use super::normalize::{self, Normalizer};
 use super::sandbox::{self, Sandbox};
 use super::terminal::{Ready, Shell, User, SETUP_TIMEOUT};
@@ -13,7 +14,7 @@ use super::transcript::{Block, Step};
 
 /// How a block came out.
 pub enum Outcome {
-    Passed,
+    Passed(Capture),
     /// The run completed and printed something else.
     Differs(Capture),
     /// The run could not complete: a timeout, or the terminal was not in the
@@ -33,9 +34,22 @@ pub struct Capture {
     pub starts: Vec<usize>,
 }
 
+impl Capture {
+    /// The lines of step `k`: its input, then what it printed.
+    pub fn step(&self, k: usize) -> &[String] {
+        let all = self.lines.len();
+        let end = self.starts.get(k + 1).map_or(all, |&e| e.min(all));
+        let start = self.starts.get(k).map_or(end, |&s| s.min(end));
+        &self.lines[start..end]
+    }
+}
+
 pub struct BlockResult {
     pub outcome: Outcome,
     pub elapsed: Duration,
+    /// For a grading transcript that matched and whose every stage passed
+    /// (`graded.rs`).
+    pub graded: Option<Graded>,
 }
 
 /// What running a page found.
@@ -79,6 +93,23 @@ pub fn page(
             report(block, &results[results.len() - 1]);
             continue;
         }
+        if block.options.fresh && !block.options.nobody {
+            // Start over in a new sandbox: new namespaces (what a page
+            // plugged into its network namespace goes with it), empty
+            // directories, the page's binary.
+            if let Some(old) = main.take() {
+                sandbox.end_shell(old)?;
+            }
+            sandbox.close()?;
+            sandbox = Sandbox::create(root)?;
+            sandbox.install(binary)?;
+        }
+        // For a grading transcript: the binary it grades, before it runs.
+        let grading = graded::grading_step(block);
+        let installed = match grading {
+            Some(_) => Some(graded::sha256(&sandbox.installed())?),
+            None => None,
+        };
         let started = Instant::now();
         let outcome = if block.options.nobody {
             let mut shell = sandbox.shell(block.prompt, User::Nobody)?;
@@ -86,12 +117,6 @@ pub fn page(
             sandbox.end_shell(shell)?;
             outcome
         } else {
-            if block.options.fresh {
-                if let Some(old) = main.take() {
-                    sandbox.end_shell(old)?;
-                }
-                sandbox.reset(binary)?;
-            }
             let mut shell = match main.take() {
                 Some(shell) => shell,
                 None => sandbox.shell(block.prompt, User::Root)?,
@@ -106,9 +131,26 @@ pub fn page(
             }
             outcome
         };
+        let elapsed = started.elapsed();
+        // Graded: the block matched, its summary says every stage passed,
+        // and the installed binary is still the one it was before.
+        let graded = match (grading, installed, &outcome) {
+            (Some((step, stage)), Some(sha256), Outcome::Passed(capture))
+                if graded::all_passed(capture.step(step), stage)
+                    && graded::sha256(&sandbox.installed())? == sha256 =>
+            {
+                Some(Graded {
+                    stage,
+                    sha256,
+                    at: format!("{page}:{}", block.fence_line),
+                })
+            }
+            _ => None,
+        };
         results.push(BlockResult {
             outcome,
-            elapsed: started.elapsed(),
+            elapsed,
+            graded,
         });
         report(block, &results[results.len() - 1]);
     }
@@ -128,6 +170,7 @@ fn not_run(block: &Block) -> BlockResult {
     BlockResult {
         outcome: Outcome::NotRun(block.options.not_run.clone().unwrap_or_default()),
         elapsed: Duration::ZERO,
+        graded: None,
     }
 }
 
@@ -211,7 +254,7 @@ fn run_block(
     let capture = Capture { lines, starts };
     let outcome = match problem {
         Some(problem) => Outcome::Failed { problem, capture },
-        None if same(block, &capture.lines) => Outcome::Passed,
+        None if same(block, &capture.lines) => Outcome::Passed(capture),
         None => Outcome::Differs(capture),
     };
     Ok((outcome, usable))

@@ -1,8 +1,8 @@
 //! The sandbox a page's transcripts run in, leaving the host as it was.
 //!
-//! A private mount namespace (and a UTS and IPC namespace of its own), in
-//! which three directories are fresh scratch directories, bind-mounted from
-//! `target/transcripts/PID/`:
+//! A private mount namespace (and a UTS, IPC and network namespace of its
+//! own), in which three directories are fresh scratch directories,
+//! bind-mounted from `target/transcripts/PID/`:
 //!
 //! | in the sandbox        | from             | why                                       |
 //! | --------------------- | ---------------- | ----------------------------------------- |
@@ -13,8 +13,18 @@
 //! `/dev/pts` is a devpts instance of its own, so the first terminal is
 //! `/dev/pts/0`, as in a reader's first ssh session. The hostname is `vm`
 //! (the machine the book was written on), so `hostname` prints the same
-//! everywhere. The network is the host's, untouched, so cargo can reach
-//! crates.io.
+//! everywhere.
+//!
+//! The network namespace holds only `lo`, up. What a page plugs in (from
+//! stage 9, `mydocker run` makes a bridge, veths, iptables rules and sets
+//! `net.ipv4.ip_forward`) is made there, never in the machine's network,
+//! and goes with the namespace when the page ends. `/run/netns` is an empty
+//! tmpfs, so that `ip netns add` (the stage 9 tests use it) leaves no file
+//! on the host either. Nothing in the sandbox reaches another machine:
+//! cargo finds the crates that the workspace's own build downloaded first,
+//! and a page must not need more. (`/sys` is the host's: its
+//! `/sys/class/net` still lists the host's devices; `ip`, `/proc/net` and
+//! `/proc/sys/net` show the sandbox's.)
 //!
 //! The checkout itself is read-only in the sandbox, but for its ignored
 //! build output (`target/`, ...): a transcript that writes into the
@@ -25,10 +35,12 @@
 //! shell, and everything a transcript starts, is its descendant. The server
 //! is our direct child with a parent-death signal, so it dies with us even
 //! on SIGKILL. When the page is done, `close` kills the server, then ends
-//! (by PID, leaves first) every process still in the sandbox's mount
-//! namespace or below one, and removes the scratch directories; the mounts
-//! vanish with the namespace. Each run has its own directory and tmux
-//! socket, so runs in parallel do not meet.
+//! (by PID, leaves first) every process still in the sandbox's mount or
+//! network namespace or below one, and removes the scratch directories;
+//! the mounts vanish with the mount namespace, the interfaces and firewall
+//! rules with the network namespace, once no process is left in them.
+//! Each run has its own directory and tmux socket, so runs in parallel do
+//! not meet.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -87,6 +99,8 @@ pub struct Sandbox {
     server: Option<Child>,
     /// The sandbox's mount namespace, as /proc/PID/ns/mnt names it.
     namespace: String,
+    /// Its network namespace, as /proc/PID/ns/net names it.
+    network: String,
     shells: usize,
     closed: bool,
 }
@@ -123,6 +137,7 @@ impl Sandbox {
             dir,
             server: None,
             namespace: String::new(),
+            network: String::new(),
             shells: 0,
             closed: false,
         };
@@ -143,11 +158,14 @@ impl Sandbox {
                 );
             }
         }
-        // The mount point must exist. mydocker creates it on its first run
-        // anyway; an empty directory is all the host gets.
-        let state = Path::new("/var/lib/mydocker");
-        if !state.exists() {
-            fs::create_dir_all(state).context("create /var/lib/mydocker, the mount point")?;
+        // The mount points must exist. mydocker creates the first on its
+        // first run anyway, `ip netns add` the second; an empty directory is
+        // all the host gets.
+        for point in ["/var/lib/mydocker", "/run/netns"] {
+            if !Path::new(point).exists() {
+                fs::create_dir_all(point)
+                    .with_context(|| format!("create {point}, a mount point"))?;
+            }
         }
         if self.tmux.socket.as_os_str().len() > 100 {
             bail!(
@@ -196,8 +214,10 @@ impl Sandbox {
              {checkout_back}\
              exec 9<&-\n\
              mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts\n\
+             mount -t tmpfs -o mode=0755 netns /run/netns\n\
              {read_only}\
              hostname {HOSTNAME}\n\
+             ip link set lo up\n\
              exec tmux -S {socket} -f /dev/null -D\n",
             state = quote(&self.dir.join("state"))?,
             tmp = quote(&self.dir.join("tmp"))?,
@@ -215,6 +235,7 @@ impl Sandbox {
                 "--mount",
                 "--uts",
                 "--ipc",
+                "--net",
                 "--propagation",
                 "private",
             ])
@@ -256,24 +277,22 @@ impl Sandbox {
             }
             sleep(Duration::from_millis(10));
         }
-        self.namespace = fs::read_link(format!("/proc/{pid}/ns/mnt"))
-            .context("read the sandbox's mount namespace")?
-            .to_string_lossy()
-            .into_owned();
-        let ours = fs::read_link("/proc/self/ns/mnt")?
-            .to_string_lossy()
-            .into_owned();
-        if self.namespace == ours {
-            bail!("the sandbox's tmux server is in our own mount namespace");
+        for (kind, field) in [("mnt", &mut self.namespace), ("net", &mut self.network)] {
+            *field = namespace_of(pid, kind)
+                .with_context(|| format!("read the sandbox's {kind} namespace"))?;
+            if *field == namespace_of(std::process::id(), kind)? {
+                bail!("the sandbox's tmux server is in our own {kind} namespace");
+            }
         }
         // For the next run, should this one die without cleaning up.
         fs::write(self.dir.join("namespace"), &self.namespace)?;
+        fs::write(self.dir.join("network"), &self.network)?;
         Ok(())
     }
 
     /// Make `binary` the sandbox's `/usr/local/bin/mydocker`.
     pub fn install(&self, binary: &Path) -> Result<()> {
-        let dest = self.dir.join("bin/mydocker");
+        let dest = self.installed();
         let temporary = self.dir.join("bin/.mydocker.new");
         fs::copy(binary, &temporary)
             .with_context(|| format!("copy {} into the sandbox", binary.display()))?;
@@ -282,37 +301,9 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Start over, as at the page's first block: empty `/tmp` and
-    /// `/var/lib/mydocker`, and only the shim and `binary` in
-    /// `/usr/local/bin`. Shells must be ended first.
-    pub fn reset(&self, binary: &Path) -> Result<()> {
-        // A checkout under /tmp is bound back onto a directory of the
-        // scratch /tmp: removing that mount point would detach it.
-        let checkout_in_tmp = self
-            .root
-            .strip_prefix("/tmp")
-            .ok()
-            .and_then(|rest| rest.components().next())
-            .map(|first| first.as_os_str().to_owned());
-        for sub in ["state", "tmp", "bin"] {
-            let dir = self.dir.join(sub);
-            for entry in fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
-                let path = entry?.path();
-                if path.file_name().is_some_and(|n| n == "sudo") && sub == "bin" {
-                    continue;
-                }
-                if sub == "tmp" && path.file_name() == checkout_in_tmp.as_deref() {
-                    continue;
-                }
-                let removed = if path.is_dir() && !path.is_symlink() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                removed.with_context(|| format!("remove {}", path.display()))?;
-            }
-        }
-        self.install(binary)
+    /// The sandbox's `/usr/local/bin/mydocker`, as we see it.
+    pub fn installed(&self) -> PathBuf {
+        self.dir.join("bin/mydocker")
     }
 
     /// `line` as the reader would see it: the scratch directories under
@@ -379,9 +370,22 @@ impl Sandbox {
             }
         }
         if !self.namespace.is_empty() {
-            let namespace = self.namespace.clone();
-            let left = descendants(&processes(), |p| p.mount_ns.as_deref() == Some(&namespace));
+            let left = inside(&processes(), &self.namespace, &self.network);
             end(left, Duration::from_secs(2))?;
+            // Nothing may hold the namespaces: the network namespace, with
+            // what a page plugged in, is freed with its last process.
+            let still: Vec<String> = inside(&processes(), &self.namespace, &self.network)
+                .iter()
+                .map(|p| p.pid.to_string())
+                .collect();
+            if !still.is_empty() {
+                bail!(
+                    "processes are still in the sandbox's namespaces ({}, {}): {}",
+                    self.namespace,
+                    self.network,
+                    still.join(", ")
+                );
+            }
         }
         if self.dir.exists() {
             fs::remove_dir_all(&self.dir)
@@ -524,8 +528,8 @@ fn replace_path(line: &str, from: &str, to: &str) -> String {
 
 /// Clean up after runs that died without cleaning up (SIGKILL): their
 /// tmux server died with them, but a container may have outlived its
-/// terminal. End what is left in their sandbox's mount namespace (saved in
-/// `namespace`), then remove their directory.
+/// terminal. End what is left in their sandbox's mount or network namespace
+/// (saved in `namespace` and `network`), then remove their directory.
 fn remove_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
@@ -539,8 +543,8 @@ fn remove_stale(base: &Path) {
             continue; // a run in progress
         }
         if let Ok(namespace) = fs::read_to_string(entry.path().join("namespace")) {
-            let namespace = namespace.trim();
-            let left = descendants(&processes(), |p| p.mount_ns.as_deref() == Some(namespace));
+            let network = fs::read_to_string(entry.path().join("network")).unwrap_or_default();
+            let left = inside(&processes(), namespace.trim(), network.trim());
             if let Err(err) = end(left, Duration::ZERO) {
                 eprintln!("book: a run that died left processes: {err:#}");
                 continue;
@@ -559,6 +563,7 @@ struct Process {
     /// process even if the PID is reused.
     start: u64,
     mount_ns: Option<String>,
+    net_ns: Option<String>,
 }
 
 fn processes() -> Vec<Process> {
@@ -577,17 +582,32 @@ fn processes() -> Vec<Process> {
         let Some((ppid, start)) = stat(pid) else {
             continue;
         };
-        let mount_ns = fs::read_link(format!("/proc/{pid}/ns/mnt"))
-            .ok()
-            .map(|l| l.to_string_lossy().into_owned());
         found.push(Process {
             pid,
             ppid,
             start,
-            mount_ns,
+            mount_ns: namespace_of(pid, "mnt").ok(),
+            net_ns: namespace_of(pid, "net").ok(),
         });
     }
     found
+}
+
+/// The namespace of `kind` (`mnt`, `net`) that `pid` is in, as
+/// /proc/PID/ns/KIND names it: `net:[4026532327]`.
+fn namespace_of(pid: u32, kind: &str) -> Result<String> {
+    let link = format!("/proc/{pid}/ns/{kind}");
+    Ok(fs::read_link(&link)
+        .with_context(|| format!("readlink {link}"))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// The processes in the mount namespace `mount` or the network namespace
+/// `network` (either may be empty: unknown), and all their descendants.
+fn inside(all: &[Process], mount: &str, network: &str) -> Vec<Process> {
+    let is = |ns: &Option<String>, name: &str| !name.is_empty() && ns.as_deref() == Some(name);
+    descendants(all, |p| is(&p.mount_ns, mount) || is(&p.net_ns, network))
 }
 
 /// The parent PID and start time of `pid`, from /proc/PID/stat; None for a
