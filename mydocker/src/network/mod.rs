@@ -75,7 +75,7 @@ pub struct Endpoint {
 // ANCHOR_END: endpoint
 
 // ANCHOR: driver
-/// What a network driver does: Docker's CNM, in four calls.
+/// What a network driver does: Docker's CNM's four calls, and `exists`.
 pub trait Driver {
     /// Make the network real on the host (a bridge, its NAT).
     fn create(&self, network: &Network) -> Result<()>;
