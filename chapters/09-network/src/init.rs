@@ -47,7 +47,8 @@ pub fn init() -> Result<i32> {
     for (file, tree) in config.etc.iter().zip(etc) {
         let one = std::slice::from_ref(file);
         if let Err(err) = volumes::attach(one, vec![tree]) {
-            eprintln!("mydocker: warning: {err:#}: the image's own file is left in place");
+            let left = "the image's own file is left in place";
+            eprintln!("mydocker: warning: {err:#}: {left}");
         }
     }
     // Last, so that a volume in /dev is not hidden by the /dev mounted
