@@ -396,11 +396,19 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-/// Replace a JSON file whole: a temporary file, renamed over it.
+/// Replace a JSON file whole.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).context("serialize")?;
-    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
-    fs::write(&temp, json)
+    write_whole(path, &json)
+}
+
+/// Replace a file whole: a temporary file, renamed over it, so that a
+/// reader sees the old content or the new, never half of one.
+pub fn write_whole(path: &Path, content: &[u8]) -> Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp.{}", std::process::id()));
+    let temp = PathBuf::from(temp);
+    fs::write(&temp, content)
         .with_context(|| format!("write {}", temp.display()))?;
     fs::rename(&temp, path).with_context(|| {
         format!("rename {} to {}", temp.display(), path.display())

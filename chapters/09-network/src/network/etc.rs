@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::Mode;
+use super::{store, Mode};
 use crate::paths::Paths;
 use crate::record::Record;
 use crate::volumes::Volume;
@@ -49,8 +49,8 @@ pub fn write(
     let mut volumes = Vec::new();
     for (file, content) in files {
         let source = dir.join(file);
-        fs::write(&source, content)
-            .with_context(|| format!("write {}", source.display()))?;
+        // Whole or not at all, as every file of the container's (stage 7).
+        store::write_whole(&source, content.as_bytes())?;
         volumes.push(Volume {
             source,
             target: PathBuf::from("/etc").join(file),
