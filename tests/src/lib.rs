@@ -1642,40 +1642,91 @@ pub type Snapshot = BTreeMap<PathBuf, (u32, u32, u32, u64, i64, u64, Vec<u8>)>;
 pub fn snapshot(root: &Path) -> Snapshot {
     use std::os::unix::fs::MetadataExt;
     let mut found = Snapshot::new();
+    for (path, meta) in walk(root) {
+        let content = if meta.is_file() {
+            std::fs::read(&path).unwrap()
+        } else if meta.file_type().is_symlink() {
+            std::fs::read_link(&path)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
+        } else {
+            Vec::new()
+        };
+        let size = if meta.is_dir() { 0 } else { meta.len() };
+        found.insert(
+            path.strip_prefix(root).unwrap().to_path_buf(),
+            (
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                size,
+                meta.mtime(),
+                meta.ino(),
+                content,
+            ),
+        );
+    }
+    found
+}
+
+/// Everything below `root` (not `root` itself), symlinks not followed:
+/// each path with its metadata. A directory that cannot be read, or an
+/// entry gone meanwhile, is passed over.
+pub fn walk(root: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let mut found = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
             let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let content = if meta.is_file() {
-                std::fs::read(&path).unwrap()
-            } else if meta.file_type().is_symlink() {
-                std::fs::read_link(&path)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else {
-                Vec::new()
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
             };
             if meta.is_dir() {
                 dirs.push(path.clone());
             }
-            let size = if meta.is_dir() { 0 } else { meta.len() };
-            found.insert(
-                path.strip_prefix(root).unwrap().to_path_buf(),
-                (
-                    meta.mode(),
-                    meta.uid(),
-                    meta.gid(),
-                    size,
-                    meta.mtime(),
-                    meta.ino(),
-                    content,
-                ),
-            );
+            found.push((path, meta));
         }
     }
     found
+}
+
+/// Add an entry to a tarball being built: owned by root, dated 0; `data`
+/// is a symlink's target.
+pub fn tar_append<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    kind: tar::EntryType,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    if kind == tar::EntryType::Symlink {
+        header.set_size(0);
+        tar.append_link(&mut header, path, std::str::from_utf8(data).unwrap())
+            .unwrap();
+    } else {
+        header.set_size(data.len() as u64);
+        tar.append_data(&mut header, path, data).unwrap();
+    }
+}
+
+/// A tarball's entries, gzipped or not (its first bytes tell).
+pub fn tar_archive(bytes: &[u8]) -> tar::Archive<Box<dyn Read + '_>> {
+    let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(bytes))
+    } else {
+        Box::new(bytes)
+    };
+    tar::Archive::new(reader)
 }
 
 /// The differences between two snapshots, for a message.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mydocker_stage_tests::{
     cgroup_roots, children_of, descendants, eventually, kill_survivors, signal, start_time,
-    Mydocker, Outcome,
+    tar_append, Mydocker, Outcome,
 };
 
 #[test]
@@ -253,23 +253,23 @@ fn an_unknown_image_is_refused_and_the_known_ones_listed() {
 fn a_tarball_like_docker_export_runs_gzipped_with_devices() {
     let md = Mydocker::new();
     let mut tar = tar::Builder::new(Vec::new());
-    append(&mut tar, tar::EntryType::Directory, "./bin/", 0o755, b"");
+    tar_append(&mut tar, tar::EntryType::Directory, "./bin/", 0o755, b"");
     let busybox = std::fs::read("/bin/busybox").expect("the host's static busybox");
-    append(
+    tar_append(
         &mut tar,
         tar::EntryType::Regular,
         "./bin/busybox",
         0o755,
         &busybox,
     );
-    append(
+    tar_append(
         &mut tar,
         tar::EntryType::Symlink,
         "./bin/sh",
         0o777,
         b"busybox",
     );
-    append(
+    tar_append(
         &mut tar,
         tar::EntryType::Regular,
         "./hello",
@@ -411,29 +411,6 @@ fn hostile_tarballs_are_refused_and_leave_nothing() {
     );
 }
 
-fn append(
-    tar: &mut tar::Builder<Vec<u8>>,
-    kind: tar::EntryType,
-    path: &str,
-    mode: u32,
-    data: &[u8],
-) {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    if kind == tar::EntryType::Symlink {
-        header.set_size(0);
-        tar.append_link(&mut header, path, std::str::from_utf8(data).unwrap())
-            .unwrap();
-    } else {
-        header.set_size(data.len() as u64);
-        tar.append_data(&mut header, path, data).unwrap();
-    }
-}
-
 /// A tar archive written byte by byte (the tar crate refuses to *write*
 /// hostile paths): (path, type flag, link name) per entry, no data.
 fn raw_tar(entries: &[(String, u8, &str)]) -> Vec<u8> {
@@ -527,16 +504,16 @@ fn run_ti_busybox_sh_is_an_interactive_shell() {
 /// `bin/sh`, then `extra` entries.
 fn busybox_image(extra: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
-    append(&mut tar, tar::EntryType::Directory, "bin/", 0o755, b"");
+    tar_append(&mut tar, tar::EntryType::Directory, "bin/", 0o755, b"");
     let busybox = std::fs::read("/bin/busybox").expect("the host's static busybox");
-    append(
+    tar_append(
         &mut tar,
         tar::EntryType::Regular,
         "bin/busybox",
         0o755,
         &busybox,
     );
-    append(
+    tar_append(
         &mut tar,
         tar::EntryType::Symlink,
         "bin/sh",
@@ -606,8 +583,8 @@ fn a_chroot_escape_finds_only_the_image() {
     let work = tempfile::tempdir().unwrap();
     let escape = std::fs::read(compile_static(CHROOT_ESCAPE, work.path())).unwrap();
     let image = busybox_image(|tar| {
-        append(tar, tar::EntryType::Directory, "tmp/", 0o1777, b"");
-        append(tar, tar::EntryType::Regular, "escape", 0o755, &escape);
+        tar_append(tar, tar::EntryType::Directory, "tmp/", 0o1777, b"");
+        tar_append(tar, tar::EntryType::Regular, "escape", 0o755, &escape);
     });
     // The probe: a path that exists on the host and not in the image.
     let host_only = md.root().to_string_lossy().into_owned();
@@ -798,10 +775,10 @@ fn the_working_directory_is_the_images_root() {
 fn special_mode_bits_survive_unpacking() {
     let md = Mydocker::new();
     let image = busybox_image(|tar| {
-        append(tar, tar::EntryType::Directory, "tmp/", 0o1777, b"");
-        append(tar, tar::EntryType::Directory, "shared/", 0o2775, b"");
-        append(tar, tar::EntryType::Regular, "suid", 0o4755, b"#!/bin/sh\n");
-        append(tar, tar::EntryType::Regular, "sgid", 0o2755, b"#!/bin/sh\n");
+        tar_append(tar, tar::EntryType::Directory, "tmp/", 0o1777, b"");
+        tar_append(tar, tar::EntryType::Directory, "shared/", 0o2775, b"");
+        tar_append(tar, tar::EntryType::Regular, "suid", 0o4755, b"#!/bin/sh\n");
+        tar_append(tar, tar::EntryType::Regular, "sgid", 0o2755, b"#!/bin/sh\n");
     });
     md.add_image("modes", &image);
     let out = md.exec(&[
@@ -1025,7 +1002,7 @@ const BIG_NAME: &str = "zz-big-file";
 fn the_whole_image_is_read_and_nothing_after_its_end() {
     let md = Mydocker::new();
     let plain = busybox_image(|tar| {
-        append(
+        tar_append(
             tar,
             tar::EntryType::Regular,
             "last",
@@ -1045,7 +1022,7 @@ fn the_whole_image_is_read_and_nothing_after_its_end() {
     );
     // A second archive after the first one's end marker.
     let second = busybox_image(|tar| {
-        append(tar, tar::EntryType::Regular, "hidden", 0o644, b"x\n");
+        tar_append(tar, tar::EntryType::Regular, "hidden", 0o644, b"x\n");
     });
     for (name, tarball) in [
         ("appended", [plain.clone(), second.clone()].concat()),
@@ -1086,9 +1063,9 @@ fn add_big_image(md: &Mydocker, name: &str) {
         .spawn()
         .expect("run gzip");
     let mut tar = tar::Builder::new(gzip.stdin.take().unwrap());
-    append_to(&mut tar, tar::EntryType::Directory, "bin/", 0o755, b"");
+    tar_append(&mut tar, tar::EntryType::Directory, "bin/", 0o755, b"");
     let busybox = std::fs::read("/bin/busybox").unwrap();
-    append_to(
+    tar_append(
         &mut tar,
         tar::EntryType::Regular,
         "bin/busybox",
@@ -1107,23 +1084,6 @@ fn add_big_image(md: &Mydocker, name: &str) {
     drop(tar.into_inner().unwrap());
     let status = gzip.wait().unwrap();
     assert!(status.success(), "gzip failed");
-}
-
-fn append_to<W: std::io::Write>(
-    tar: &mut tar::Builder<W>,
-    kind: tar::EntryType,
-    path: &str,
-    mode: u32,
-    data: &[u8],
-) {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_size(data.len() as u64);
-    tar.append_data(&mut header, path, data).unwrap();
 }
 
 /// Start `run big /bin/busybox echo RAN` and wait until the big file is

@@ -14,8 +14,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use mydocker_stage_tests::{
-    descendants, differences, host_mounts, kill_survivors, signal, snapshot, start_time, ImageTar,
-    Mydocker, Outcome, Snapshot,
+    descendants, differences, host_mounts, kill_survivors, signal, snapshot, start_time, walk,
+    ImageTar, Mydocker, Outcome, Snapshot,
 };
 
 /// A directory of the test's own on the host, removed when the test ends.
@@ -46,24 +46,15 @@ fn spec(host: &Path, ctr: &str) -> String {
 /// directories with a trailing `/`, symlinks with ` -> TARGET`.
 fn tree(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let rel = path.strip_prefix(dir).unwrap().display().to_string();
-            if meta.is_dir() {
-                found.push(format!("{rel}/"));
-                dirs.push(path);
-            } else if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                found.push(format!("{rel} -> {}", target.display()));
-            } else {
-                found.push(rel);
-            }
+    for (path, meta) in walk(dir) {
+        let rel = path.strip_prefix(dir).unwrap().display().to_string();
+        if meta.is_dir() {
+            found.push(format!("{rel}/"));
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).unwrap();
+            found.push(format!("{rel} -> {}", target.display()));
+        } else {
+            found.push(rel);
         }
     }
     found.sort();

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mydocker_stage_tests::{
     cgroup_layout, descendants, eventually, gzip, kill_survivors, raw_entry, sha256_hex, signal,
-    start_time, unique_token, CgroupLayout, ImageTar, Mydocker, Outcome, Running, Spawned,
-    LINE_TIMEOUT, TAR_END,
+    start_time, tar_archive, unique_token, walk, CgroupLayout, ImageTar, Mydocker, Outcome,
+    Running, Spawned, LINE_TIMEOUT, TAR_END,
 };
 
 // ---------------------------------------------------------------------
@@ -268,12 +268,7 @@ fn normalize(path: &str) -> String {
 
 /// The entries of a tarball (plain or gzip), by normalized path.
 fn read_tar(bytes: &[u8]) -> BTreeMap<String, Entry> {
-    let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(bytes))
-    } else {
-        Box::new(bytes)
-    };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar_archive(bytes);
     let mut entries = BTreeMap::new();
     for entry in archive.entries().expect("read the tarball") {
         let mut entry = entry.expect("read an entry of the tarball");
@@ -367,21 +362,10 @@ fn partials(md: &Mydocker) -> Vec<String> {
 /// Every path under the state root (relative to it), for "nothing was
 /// added or removed".
 fn state_paths(md: &Mydocker) -> BTreeSet<PathBuf> {
-    let mut found = BTreeSet::new();
-    let mut dirs = vec![md.root().to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(path.clone());
-            }
-            found.insert(path.strip_prefix(md.root()).unwrap().to_path_buf());
-        }
-    }
-    found
+    walk(md.root())
+        .into_iter()
+        .map(|(path, _)| path.strip_prefix(md.root()).unwrap().to_path_buf())
+        .collect()
 }
 
 /// Whether `haystack` holds the bytes `needle`.

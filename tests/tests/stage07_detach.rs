@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mydocker_stage_tests::{
     alive, cgroup_roots, cgroups_of_container, container_cgroups_of, container_processes,
     eventually, kill_and_unmount, parent_of, pids_with, signal, start_time, stat_field,
-    unique_token, Mydocker, Outcome, IMAGE,
+    unique_token, walk, Mydocker, Outcome, IMAGE,
 };
 
 // ---------------------------------------------------------------------
@@ -1977,22 +1977,10 @@ fn e_adds_environment_variables_and_the_last_value_wins() {
 fn regular_files(root: &Path) -> BTreeMap<PathBuf, (u64, u64, Vec<u8>)> {
     use std::os::unix::fs::MetadataExt;
     let mut found = BTreeMap::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                dirs.push(path);
-            } else if meta.is_file() {
-                if let Ok(content) = std::fs::read(&path) {
-                    found.insert(path, (meta.dev(), meta.ino(), content));
-                }
+    for (path, meta) in walk(root) {
+        if meta.is_file() {
+            if let Ok(content) = std::fs::read(&path) {
+                found.insert(path, (meta.dev(), meta.ino(), content));
             }
         }
     }

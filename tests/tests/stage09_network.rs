@@ -41,7 +41,7 @@ use mydocker_stage_tests::netns::{
 };
 use mydocker_stage_tests::{
     cgroups_of_container, container_processes, eventually, kill_and_unmount, parent_of, pids_with,
-    quietly, signal, unique_token, Mydocker, Outcome, IMAGE,
+    quietly, signal, tar_append, tar_archive, unique_token, walk, Mydocker, Outcome, IMAGE,
 };
 
 // ---------------------------------------------------------------------
@@ -956,20 +956,7 @@ fn an_image_whose_resolv_conf_is_a_dangling_symlink_runs() {
     let mut tar = tar::Builder::new(Vec::new());
     let busybox = std::fs::read("/bin/busybox").expect("the host's static busybox");
     let mut add = |kind: tar::EntryType, path: &str, mode: u32, data: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(kind);
-        header.set_mode(mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        if kind == tar::EntryType::Symlink {
-            header.set_size(0);
-            tar.append_link(&mut header, path, std::str::from_utf8(data).unwrap())
-                .unwrap();
-        } else {
-            header.set_size(data.len() as u64);
-            tar.append_data(&mut header, path, data).unwrap();
-        }
+        tar_append(&mut tar, kind, path, mode, data)
     };
     add(tar::EntryType::Directory, "bin/", 0o755, b"");
     add(tar::EntryType::Regular, "bin/busybox", 0o755, &busybox);
@@ -2453,24 +2440,12 @@ fn assert_resolv(host: &str, seen: &str, what: &str) {
 /// The files under `dir` that hold one of `needles`.
 fn files_holding(dir: &Path, needles: &[String]) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                dirs.push(path);
-            } else if meta.is_file() {
-                let text =
-                    String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-                if needles.iter().any(|n| text.contains(n.as_str())) {
-                    found.push(path);
-                }
+    for (path, meta) in walk(dir) {
+        if meta.is_file() {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            if needles.iter().any(|n| text.contains(n.as_str())) {
+                found.push(path);
             }
         }
     }
@@ -2480,12 +2455,7 @@ fn files_holding(dir: &Path, needles: &[String]) -> Vec<PathBuf> {
 /// The regular files of a tarball (maybe gzipped): path (without `./`)
 /// → content.
 fn tar_entries(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(bytes))
-    } else {
-        Box::new(bytes)
-    };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar_archive(bytes);
     let mut entries = BTreeMap::new();
     for entry in archive.entries().expect("read the tarball") {
         let mut entry = entry.expect("an entry of the tarball");
