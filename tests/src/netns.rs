@@ -81,7 +81,8 @@ impl Default for NetNs {
 }
 
 impl NetNs {
-    /// A new namespace, `md9-` and 10 random hex digits, with `lo` up.
+    /// A new namespace, `md9-` and 10 random hex digits, with `lo` up and
+    /// no forwarding.
     pub fn new() -> NetNs {
         NetNs::named(&format!("{PREFIX}{}", &unique_token()[..10]))
     }
@@ -111,7 +112,11 @@ impl NetNs {
             file: Arc::new(file),
             inode,
         };
-        ns.must("ip link set lo up");
+        // A new namespace copies its IPv4 settings from the machine's first
+        // one (net.core.devconf_inherit_init_net = 0): a host that routes
+        // (one that runs Docker, say) would hand it ip_forward = 1. The
+        // tests start from a host that does not route, as a fresh one.
+        ns.must("ip link set lo up && sysctl -qw net.ipv4.ip_forward=0");
         ns
     }
 
