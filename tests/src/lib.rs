@@ -694,6 +694,26 @@ impl Outcome {
     }
 }
 
+/// Start `command`. A script the harness has just written (its wrapper)
+/// may fail to start with ETXTBSY ("Text file busy") for a moment: a
+/// process forked by another test's thread while the script was open for
+/// writing holds that descriptor until it execs. Try again then, for up to
+/// a second.
+pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let start = Instant::now();
+    loop {
+        match command.spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && start.elapsed() < Duration::from_secs(1) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Wait for a command with [`TIMEOUT`]; kill it (by its PID) when hung.
 pub fn finish(command: Command) -> Outcome {
     Spawned::new(command, false).wait_within(TIMEOUT)
@@ -787,9 +807,7 @@ impl Spawned {
         if stdin {
             command.stdin(Stdio::piped());
         }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let mut child = spawn(&mut command).unwrap_or_else(|e| panic!("start {what}: {e}"));
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {
@@ -1874,7 +1892,7 @@ pub fn quietly(mut command: Command) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let Ok(mut child) = command.spawn() else {
+    let Ok(mut child) = spawn(&mut command) else {
         return;
     };
     let start = Instant::now();
@@ -1975,10 +1993,9 @@ mod tests {
                 &["--root", "/r", "run", "busybox"],
                 &["ps", "-a"],
             ] {
-                let out = std::process::Command::new(wrapper.path().join("mydocker"))
-                    .args(args)
-                    .output()
-                    .unwrap();
+                let mut command = Command::new(wrapper.path().join("mydocker"));
+                command.args(args).stdout(Stdio::piped());
+                let out = spawn(&mut command).unwrap().wait_with_output().unwrap();
                 let want: String = with_run_options(&strings(args), added)
                     .iter()
                     .map(|a| format!("<{a}>\n"))
@@ -2022,10 +2039,9 @@ mod tests {
             &[],
         ];
         for args in cases {
-            let out = std::process::Command::new(wrapper.path().join("mydocker"))
-                .args(*args)
-                .output()
-                .unwrap();
+            let mut command = Command::new(wrapper.path().join("mydocker"));
+            command.args(*args).stdout(Stdio::piped());
+            let out = spawn(&mut command).unwrap().wait_with_output().unwrap();
             let printed = String::from_utf8_lossy(&out.stdout).into_owned();
             let want: String = with_rm(&strings(args))
                 .iter()
