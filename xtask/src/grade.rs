@@ -283,6 +283,21 @@ pub fn run_tests(
         .stderr(Stdio::piped())
         // A group of its own: on timeout, the whole group goes.
         .process_group(0);
+    // Only fds 0-2 go to the tests, and through them to mydocker, as from
+    // a terminal: an fd 3 inherited from the caller (`flock LOCK cargo
+    // xtask ...` holds its lock there) would hide the bug of a pipe that
+    // must become fd 3 and already is (variant 01-namespace/fd3-flag-left-set).
+    // SAFETY: close_range(2) is async-signal-safe, and touches no memory.
+    unsafe {
+        command.pre_exec(|| {
+            let cloexec = libc::CLOSE_RANGE_CLOEXEC as libc::c_int;
+            if libc::close_range(3, libc::c_uint::MAX, cloexec) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     let mut child = command
         .spawn()
         .with_context(|| format!("run {}", exe.display()))?;
