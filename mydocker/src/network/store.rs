@@ -402,16 +402,25 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_whole(path, &json)
 }
 
-/// Replace a file whole: a temporary file, renamed over it, so that a
-/// reader sees the old content or the new, never half of one.
+/// Replace a file whole: written to `PATH.tmp.PID` (named by its writer,
+/// so two processes never share one), then renamed over `PATH`, so that a
+/// reader sees the old content or the new, never half of one; no fsync, as
+/// for records. (ipam.rs saves its bitmap the same way, on its own: it is a
+/// file that bench/ipam compiles alone.)
 pub fn write_whole(path: &Path, content: &[u8]) -> Result<()> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(format!(".tmp.{}", std::process::id()));
     let temp = PathBuf::from(temp);
-    fs::write(&temp, content)
-        .with_context(|| format!("write {}", temp.display()))?;
-    fs::rename(&temp, path).with_context(|| {
-        format!("rename {} to {}", temp.display(), path.display())
-    })
+    let written = fs::write(&temp, content)
+        .with_context(|| format!("write {}", temp.display()))
+        .and_then(|()| {
+            fs::rename(&temp, path).with_context(|| {
+                format!("rename {} to {}", temp.display(), path.display())
+            })
+        });
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
 }
 // @end
